@@ -1,0 +1,40 @@
+# Two commands matter on a fresh machine: `make run` and `make test` (see README).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast test-faults demo bench bench-smoke lint venv clean rasa-venv browser-deps
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Start an embedded Postgres (or use RECEIVER_DATABASE_URL), migrate, and serve.
+run: $(STAMP)
+	$(VENV)/bin/receiver serve
+
+## The whole suite against a throwaway Postgres.
+test: $(STAMP) browser-deps rasa-venv
+	$(PY) -m ruff check receiver bridge tests migrations
+	$(PY) -m pytest -q -ra
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -ra -m "not slow and not browser and not rasa"
+
+lint: $(STAMP)
+	$(PY) -m ruff check receiver bridge tests migrations
+
+browser-deps:
+	@bash scripts/browser-deps.sh
+
+rasa-venv:
+	@bash scripts/rasa-venv.sh
+
+clean:
+	rm -rf $(VENV) .venv-rasa .data node_modules

@@ -1,0 +1,42 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from receiver import health, ingest, onboarding, responses, runtime, stream
+from receiver.errors import ReceiverError
+from receiver.migrate import head_revision
+from receiver.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = await runtime.start(settings, head_revision())
+        app.state.runtime = rt
+        try:
+            yield
+        finally:
+            await runtime.stop(rt)
+
+    app = FastAPI(
+        title="autoplay receiver",
+        summary="PostHog destination → Postgres event log → SSE stream for autoplay-sdk clients",
+        version="0.1.0",
+        lifespan=lifespan,
+        # PostHog does not follow redirects and drops the event silently: never send a 307.
+        redirect_slashes=False,
+    )
+    app.add_exception_handler(ReceiverError, responses.on_receiver_error)
+    app.add_exception_handler(RequestValidationError, responses.on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, responses.on_http_error)
+    app.add_exception_handler(Exception, responses.on_unexpected)
+    for module in (ingest, stream, onboarding, health):
+        app.include_router(module.router)
+    return app

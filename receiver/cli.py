@@ -1,0 +1,293 @@
+"""The ``receiver`` command: parse arguments, build Settings, call into the package.
+
+    receiver serve [--host H] [--port P] [--workers N]
+    receiver migrate
+    receiver product create <id> --contact-email E [--json]
+    receiver product list | show <id> | rotate <id> [--stream-key] [--grace-seconds S] | delete <id> --yes
+
+Without ``RECEIVER_DATABASE_URL`` every command uses the embedded Postgres under
+``RECEIVER_DATA_DIR`` (``./.data``), starting it if needed; ``serve`` stops it on exit if it
+started it, other commands stop it again right away.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from types import FrameType
+from typing import Any
+
+import asyncpg
+
+from receiver import devdb, migrate, products, store
+from receiver.errors import ReceiverError
+from receiver.settings import Settings
+
+log = logging.getLogger("receiver.cli")
+EMBEDDED_DB = "receiver"
+
+
+# --------------------------------------------------------------------------- database
+
+
+@contextlib.contextmanager
+def database(settings: Settings, *, keep_running: bool = False) -> Iterator[Settings]:
+    """Yield settings whose database_url points at a running server."""
+    if settings.database_url is not None:
+        yield settings
+        return
+    srv = devdb.server(settings.data_dir / "pg" / "data", settings.embedded_pg_port)
+    srv.start()
+    if srv.started_by_us:
+        print(f"embedded postgres started on 127.0.0.1:{srv.port} ({srv.data_dir})", file=sys.stderr)
+    try:
+        asyncio.run(_ensure_database(srv.dsn("postgres"), EMBEDDED_DB))
+        url = srv.url(EMBEDDED_DB)
+        os.environ["RECEIVER_DATABASE_URL"] = url  # inherited by --workers processes
+        yield settings.model_copy(update={"database_url": url})
+    finally:
+        if srv.started_by_us and not keep_running:
+            srv.stop()
+            print("embedded postgres stopped", file=sys.stderr)
+
+
+async def _ensure_database(dsn: str, name: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def app_factory() -> Any:
+    """Entry point for uvicorn worker processes (``--workers`` > 1)."""
+    from receiver.app import create_app
+
+    settings = Settings()
+    _configure_logging(settings)
+    return create_app(settings)
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    from receiver import runtime
+
+    class GracefulServer(uvicorn.Server):
+        """On SIGTERM/SIGINT, first refuse new work and end streams, then let uvicorn drain."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            runtime.begin_shutdown_all()
+            super().handle_exit(sig, frame)
+
+    return GracefulServer
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    with database(settings) as settings:
+        migrate.upgrade(settings.database_url_str())
+        common: dict[str, Any] = dict(
+            host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+            proxy_headers=False, timeout_graceful_shutdown=10, access_log=False,
+            loop="uvloop", http="httptools", lifespan="on",
+        )
+        print(f"receiver listening on http://{settings.host}:{settings.port}", file=sys.stderr)
+        server_class = _server_class()
+        if settings.workers == 1:
+            from receiver.app import create_app
+
+            config = uvicorn.Config(create_app(settings), **common)
+            server = server_class(config)
+            server.run()
+        else:
+            config = uvicorn.Config(
+                "receiver.cli:app_factory", factory=True, workers=settings.workers, **common
+            )
+            server = server_class(config)
+            sock = config.bind_socket()
+            Multiprocess(config, target=server.run, sockets=[sock]).run()
+    return 0
+
+
+# --------------------------------------------------------------------------- products
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _with_conn(settings: Settings, fn: Any) -> Any:
+    conn = await asyncpg.connect(store.asyncpg_dsn(settings.database_url_str()))
+    try:
+        return await fn(conn)
+    finally:
+        await conn.close()
+
+
+def _default(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)
+
+
+def _print(data: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(data, default=_default, indent=2))
+        return
+    if isinstance(data, list):
+        for row in data:
+            print("  ".join(f"{k}={_default(v)}" for k, v in row.items()))
+        return
+    width = max((len(k) for k in data), default=0)
+    for key, value in data.items():
+        if isinstance(value, list):
+            print(f"{key}:")
+            for item in value:
+                print("  - " + "  ".join(f"{k}={_default(v)}" for k, v in item.items()))
+        else:
+            print(f"{key.ljust(width)}  {_default(value)}")
+
+
+def product_command(args: argparse.Namespace, settings: Settings) -> int:
+    with database(settings) as settings:
+        migrate.upgrade(settings.database_url_str())
+        base = settings.base_url()
+        action = args.product_action
+        if action == "create":
+            issued = _run(
+                _with_conn(
+                    settings,
+                    lambda c: products.create(
+                        c, args.product_id, contact_email=args.contact_email,
+                        force=args.force, grace_seconds=settings.secret_grace_seconds,
+                    ),
+                )
+            )
+            out = issued.as_dict(base)
+            if not args.json:
+                print("Save these now: the secret and the stream key are shown only once.\n")
+            _print(out, args.json)
+        elif action == "list":
+            _print(_run(_with_conn(settings, products.list_all)), args.json)
+        elif action == "show":
+            info = _run(_with_conn(settings, lambda c: products.describe(c, args.product_id)))
+            info["webhook_url"] = f"{base}/webhook/{args.product_id}"
+            info["stream_url"] = f"{base}/stream/{args.product_id}"
+            _print(info, args.json)
+        elif action == "rotate":
+            grace = settings.secret_grace_seconds if args.grace_seconds is None else args.grace_seconds
+            issued = _run(
+                _with_conn(
+                    settings,
+                    lambda c: products.rotate(
+                        c, args.product_id, webhook_secret=not args.stream_key_only,
+                        stream_key=args.stream_key or args.stream_key_only, grace_seconds=grace,
+                    ),
+                )
+            )
+            out = issued.as_dict(base)
+            out["previous_credentials_expire_in_seconds"] = grace
+            _print(out, args.json)
+        elif action == "delete":
+            if not args.yes:
+                print("refusing to delete without --yes (this deletes all its events)", file=sys.stderr)
+                return 2
+            removed = _run(_with_conn(settings, lambda c: products.delete(c, args.product_id)))
+            _print({"deleted": args.product_id, "events_removed": removed}, args.json)
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _configure_logging(settings: Settings) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="receiver", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_serve = sub.add_parser("serve", help="migrate, then serve HTTP")
+    p_serve.add_argument("--host")
+    p_serve.add_argument("--port", type=int)
+    p_serve.add_argument("--workers", type=int)
+
+    sub.add_parser("migrate", help="apply database migrations")
+
+    p_prod = sub.add_parser("product", help="manage products")
+    psub = p_prod.add_subparsers(dest="product_action", required=True)
+    p_create = psub.add_parser("create", help="register a product and print its credentials")
+    p_create.add_argument("product_id")
+    p_create.add_argument("--contact-email", required=True)
+    p_create.add_argument("--force", action="store_true", help="re-register: rotate credentials")
+    p_list = psub.add_parser("list")
+    p_show = psub.add_parser("show")
+    p_show.add_argument("product_id")
+    p_rotate = psub.add_parser("rotate", help="issue a new webhook secret (old one keeps working)")
+    p_rotate.add_argument("product_id")
+    p_rotate.add_argument("--stream-key", action="store_true", help="also rotate the stream key")
+    p_rotate.add_argument(
+        "--stream-key-only", action="store_true", help="rotate only the stream key"
+    )
+    p_rotate.add_argument("--grace-seconds", type=float)
+    p_delete = psub.add_parser("delete", help="delete a product and all its events")
+    p_delete.add_argument("product_id")
+    p_delete.add_argument("--yes", action="store_true")
+    for p in (p_create, p_list, p_show, p_rotate, p_delete):
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = {
+        k: v for k, v in (
+            ("host", getattr(args, "host", None)),
+            ("port", getattr(args, "port", None)),
+            ("workers", getattr(args, "workers", None)),
+        ) if v is not None
+    }
+    settings = Settings(**overrides)
+    _configure_logging(settings)
+    # SIGTERM should unwind like Ctrl-C so the embedded database is stopped too.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        if args.command == "serve":
+            return serve(settings)
+        if args.command == "migrate":
+            with database(settings) as s:
+                migrate.upgrade(s.database_url_str())
+                print(f"database at migration {migrate.head_revision()}")
+            return 0
+        return product_command(args, settings)
+    except ReceiverError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
+    except devdb.DevDBError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

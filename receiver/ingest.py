@@ -1,0 +1,61 @@
+"""``POST /webhook/{product_id}``: the PostHog destination's way in.
+
+Order of checks: size (413) → product (404) → secret (401) → content type (415) → JSON (400)
+→ normalize (400) → durable commit (200, or 503 when the fault is ours). The answer is 200
+only after the event's transaction has committed; duplicates (PostHog delivers at least once)
+also get 200, with no second row and no second frame.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from starlette.responses import Response
+
+from receiver import normalize
+from receiver.bodies import parse_json, read_limited, require_json_content_type
+from receiver.errors import NotFoundError, UnauthorizedError
+from receiver.responses import json_response
+from receiver.runtime import Runtime
+from receiver.store import Pending
+
+router = APIRouter(tags=["ingest"])
+
+
+@router.post(
+    "/webhook/{product_id}",
+    responses={
+        200: {"description": "Committed (or a duplicate of an event already committed)."},
+        400: {"description": "Body is not a JSON object or a field is invalid."},
+        401: {"description": "Missing or wrong x-posthog-secret."},
+        404: {"description": "Unknown product."},
+        413: {"description": "Body over RECEIVER_MAX_BODY_BYTES."},
+        415: {"description": "Content type is not JSON."},
+        429: {"description": "Rate limited; retry after Retry-After seconds."},
+        503: {"description": "Database unavailable or shutting down; retry."},
+    },
+)
+async def webhook(
+    product_id: str,
+    request: Request,
+    x_posthog_secret: Annotated[str | None, Header()] = None,
+) -> Response:
+    rt: Runtime = request.app.state.runtime
+    received_at = rt.writer.clock.now()
+    body = await read_limited(request, rt.settings.max_body_bytes)
+    product = await rt.directory_get(product_id)
+    if product is None:
+        raise NotFoundError(f"unknown product {product_id!r}")
+    rt.limits.check_auth_block(request, product_id)
+    if not product.webhook_ok(x_posthog_secret):
+        rt.limits.auth_failed(request, product_id)
+        raise UnauthorizedError("missing or invalid x-posthog-secret header")
+    require_json_content_type(request.headers.get("content-type"))
+    event = normalize.from_webhook(parse_json(body), received_at=received_at)
+    rt.limits.check_ingest(product_id, 1)
+    [result] = await rt.writer.submit([Pending(product_id, received_at, event)])
+    out: dict[str, Any] = {"status": "ok", "duplicate": result.position is None}
+    if result.position is not None:
+        out["position"] = result.position
+    return json_response(out)

@@ -1,0 +1,106 @@
+"""Abuse controls: failed-authentication lockout and a per-product ingest rate limit.
+
+Both answer 429 with Retry-After, which PostHog and posthog-js retry; neither ever answers a
+4xx that a sender would drop. Defaults never trip for legitimate use (a mistyped secret a few
+times, a product sending thousands of events per second); tests set tight limits explicitly.
+All state is in memory and per process: a limit protects this process's CPU and database
+connections, which is what it is for.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from receiver.errors import RateLimitedError
+
+MAX_TRACKED = 50_000
+
+
+def client_key(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+class Limits:
+    def __init__(
+        self,
+        *,
+        auth_fail_limit: int,
+        auth_fail_window: float,
+        ingest_rate: float,
+        ingest_burst: int,
+        clock: callable[[], float] = time.monotonic,  # type: ignore[valid-type]
+    ) -> None:
+        self.auth_fail_limit = auth_fail_limit
+        self.auth_fail_window = auth_fail_window
+        self.ingest_rate = ingest_rate
+        self.ingest_burst = ingest_burst
+        self.clock = clock
+        self._failures: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
+        self._buckets: dict[str, _Bucket] = {}
+
+    # ------------------------------------------------------------------ failed auth
+
+    def _recent(self, key: tuple[str, str], now: float) -> list[float]:
+        stamps = self._failures.get(key)
+        if not stamps:
+            return []
+        cutoff = now - self.auth_fail_window
+        while stamps and stamps[0] < cutoff:
+            stamps.pop(0)
+        if not stamps:
+            self._failures.pop(key, None)
+        return stamps
+
+    def check_auth_block(self, request: Request, product_id: str) -> None:
+        """Refuse, before any hashing, a client that keeps failing authentication."""
+        if not self.auth_fail_limit:
+            return
+        now = self.clock()
+        stamps = self._recent((client_key(request), product_id), now)
+        if len(stamps) >= self.auth_fail_limit:
+            retry = max(1, math.ceil(stamps[0] + self.auth_fail_window - now))
+            raise RateLimitedError(
+                "too many failed authentication attempts; retry later", retry_after=retry
+            )
+
+    def auth_failed(self, request: Request, product_id: str) -> None:
+        if not self.auth_fail_limit:
+            return
+        key = (client_key(request), product_id)
+        self._failures.setdefault(key, []).append(self.clock())
+        self._failures.move_to_end(key)
+        while len(self._failures) > MAX_TRACKED:
+            self._failures.popitem(last=False)
+
+    # ------------------------------------------------------------------ ingest rate
+
+    def check_ingest(self, product_id: str, n: int) -> None:
+        if not self.ingest_rate:
+            return
+        now = self.clock()
+        bucket = self._buckets.get(product_id)
+        if bucket is None:
+            bucket = self._buckets[product_id] = _Bucket(float(self.ingest_burst), now)
+        bucket.tokens = min(
+            float(self.ingest_burst), bucket.tokens + (now - bucket.at) * self.ingest_rate
+        )
+        bucket.at = now
+        if bucket.tokens >= n:
+            bucket.tokens -= n
+            return
+        retry = max(1, math.ceil((n - bucket.tokens) / self.ingest_rate))
+        raise RateLimitedError(
+            f"ingest rate limit of {self.ingest_rate:g} events/s exceeded for this product",
+            retry_after=retry,
+        )

@@ -1,0 +1,91 @@
+"""``POST /products``: what ``autoplay_sdk.admin.onboard_product`` (0.7.2) calls, unmodified.
+
+The SDK sends no credentials, so by default only loopback callers (with no proxy forwarding
+headers, which would mean the real caller is elsewhere) or holders of
+``Authorization: Bearer $RECEIVER_ADMIN_TOKEN`` may register products; anyone else gets 403.
+Success is exactly 201 — the SDK treats even a 200 as a failure.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from receiver import products, security, store
+from receiver.errors import ForbiddenError
+from receiver.responses import json_response
+from receiver.runtime import Runtime
+
+router = APIRouter(tags=["products"])
+FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+class RegisterProduct(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    product_id: str = Field(min_length=1, max_length=128)
+    contact_email: str = Field(min_length=3, max_length=320)
+    webhook_secret: str | None = Field(default=None, max_length=512)
+    integration_type: str = Field(default="event_stream", max_length=64)
+    integration_config: dict[str, Any] | None = None
+    force_reregister: bool = False
+
+
+def require_admin(request: Request, authorization: str | None) -> None:
+    rt: Runtime = request.app.state.runtime
+    token = rt.settings.admin_token
+    if token is not None and security.equals(
+        security.bearer_token(authorization), token.get_secret_value()
+    ):
+        return
+    host = request.client.host if request.client else None
+    proxied = any(h in request.headers for h in FORWARDING_HEADERS)
+    if rt.settings.admin_allow_loopback and security.is_loopback(host) and not proxied:
+        return
+    raise ForbiddenError(
+        "product registration is only open to loopback clients or to "
+        "'Authorization: Bearer <RECEIVER_ADMIN_TOKEN>'"
+    )
+
+
+@router.post(
+    "/products",
+    status_code=201,
+    responses={
+        201: {"description": "Registered (or re-registered with rotated credentials)."},
+        400: {"description": "Invalid product_id or contact_email."},
+        403: {"description": "Not a loopback client and no valid admin token."},
+        409: {"description": "Already registered and force_reregister is false."},
+    },
+)
+async def register(
+    body: RegisterProduct,
+    request: Request,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Response:
+    rt: Runtime = request.app.state.runtime
+    rt.refuse_if_shutting_down()
+    require_admin(request, authorization)
+    with store.unavailable("registering the product"):
+        async with rt.pool.acquire() as conn:
+            issued = await products.create(
+                conn,
+                body.product_id,
+                contact_email=body.contact_email,
+                webhook_secret=body.webhook_secret,
+                integration_type=body.integration_type,
+                integration_config=body.integration_config,
+                force=body.force_reregister,
+                grace_seconds=rt.settings.secret_grace_seconds,
+            )
+    rt.directory.invalidate(body.product_id)
+    out = issued.as_dict(rt.settings.base_url() if rt.settings.public_url else _base(request))
+    out["integration_type"] = body.integration_type
+    return json_response(out, 201)
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")

@@ -1,0 +1,112 @@
+"""Everything a running receiver holds, created by the app's lifespan and torn down after it.
+
+Handlers reach it as ``request.app.state.runtime``; nothing here is a module global, so one
+process (a test) can run several receivers with different settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from receiver import store
+from receiver.errors import UnavailableError
+from receiver.hub import Hub
+from receiver.limits import Limits
+from receiver.metrics import Metrics
+from receiver.products import Directory, ProductAuth
+from receiver.settings import Settings
+from receiver.writer import Writer
+
+log = logging.getLogger("receiver")
+
+
+@dataclass(eq=False)
+class Runtime:
+    settings: Settings
+    pool: asyncpg.Pool
+    hub: Hub
+    writer: Writer
+    directory: Directory
+    limits: Limits
+    metrics: Metrics
+    migration_head: str | None
+    shutdown_future: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+    @property
+    def shutting_down(self) -> bool:
+        return self.shutdown_future.done()
+
+    def begin_shutdown(self) -> None:
+        """Refuse new work (503) and end streams; in-flight commits still complete."""
+        if not self.shutdown_future.done():
+            self.shutdown_future.set_result(None)
+        self.writer.accepting = False
+
+    def refuse_if_shutting_down(self) -> None:
+        if self.shutting_down:
+            raise UnavailableError("receiver is shutting down", retry_after=1)
+
+    async def directory_get(self, product_id: str) -> ProductAuth | None:
+        self.refuse_if_shutting_down()
+        with store.unavailable("looking up the product"):
+            return await self.directory.get(product_id)
+
+
+async def start(settings: Settings, migration_head: str | None) -> Runtime:
+    url = settings.database_url_str()
+    with store.unavailable("connecting"):
+        pool = await store.create_pool(
+            url, max_size=settings.db_pool_size, timeout=settings.db_timeout_seconds
+        )
+    metrics = Metrics()
+    hub = Hub(pool, ring_size=settings.stream_ring_size, poll_seconds=settings.poll_seconds)
+    directory = Directory(pool)
+    hub.on_products_changed = directory.invalidate
+    writer = Writer(
+        pool, max_batch=settings.batch_max_events, on_commit=hub.published,
+        observe=metrics.observe_commit,
+    )
+    limits = Limits(
+        auth_fail_limit=settings.auth_fail_limit,
+        auth_fail_window=settings.auth_fail_window_seconds,
+        ingest_rate=settings.ingest_rate_limit,
+        ingest_burst=settings.ingest_burst,
+    )
+    rt = Runtime(
+        settings=settings, pool=pool, hub=hub, writer=writer, directory=directory,
+        limits=limits, metrics=metrics, migration_head=migration_head,
+    )
+    writer.start()
+    await hub.start(store.asyncpg_dsn(url))
+    register(rt)
+    return rt
+
+
+async def stop(rt: Runtime) -> None:
+    rt.begin_shutdown()
+    await rt.writer.drain_and_close()
+    await rt.hub.close()
+    try:
+        await asyncio.wait_for(rt.pool.close(), 5)
+    except (TimeoutError, Exception):  # noqa: BLE001 - a dead database must not hang shutdown
+        rt.pool.terminate()
+
+
+_LIVE: weakref.WeakSet[Runtime] = weakref.WeakSet()
+
+
+def register(rt: Runtime) -> None:
+    _LIVE.add(rt)
+
+
+def begin_shutdown_all() -> None:
+    """Called from the server's signal handler, on the event loop thread."""
+    for rt in list(_LIVE):
+        rt.begin_shutdown()

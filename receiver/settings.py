@@ -1,0 +1,77 @@
+"""Receiver configuration, read once from ``RECEIVER_*`` environment variables.
+
+There is no module-level instance: ``cli`` builds a :class:`Settings` and hands it to
+``app.create_app``, so tests can build as many differently-configured apps as they like.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RECEIVER_", env_file=None, extra="ignore")
+
+    # Where to listen, and the base URL printed for webhook/stream URLs.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    public_url: str | None = None
+    workers: int = Field(default=1, ge=1, le=64)
+
+    # Database. Unset => an embedded Postgres under ``data_dir`` is started by ``receiver serve``.
+    database_url: SecretStr | None = None
+    data_dir: Path = Path(".data")
+    embedded_pg_port: int = Field(default=54329, ge=1, le=65535)
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+    db_timeout_seconds: float = Field(default=5.0, gt=0)
+
+    # Admin API (POST /products): loopback callers, or this bearer token.
+    admin_token: SecretStr | None = None
+    admin_allow_loopback: bool = True
+
+    # Ingest.
+    max_body_bytes: int = Field(default=MIB, ge=1024)
+    max_decompressed_bytes: int = Field(default=10 * MIB, ge=1024)
+    batch_max_events: int = Field(default=1000, ge=1)
+    secret_grace_seconds: int = Field(default=24 * 3600, ge=0)
+
+    # Stream.
+    heartbeat_seconds: float = Field(default=15.0, gt=0)
+    stream_page_size: int = Field(default=500, ge=1, le=10_000)
+    stream_ring_size: int = Field(default=4096, ge=16)
+    poll_seconds: float = Field(default=5.0, gt=0)
+
+    # Abuse controls (0 disables). Defaults never trip for legitimate use.
+    auth_fail_limit: int = Field(default=30, ge=0)
+    auth_fail_window_seconds: float = Field(default=60.0, gt=0)
+    ingest_rate_limit: float = Field(default=0.0, ge=0)
+    ingest_burst: int = Field(default=20_000, ge=1)
+
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _normalise_driver(cls, value: object) -> object:
+        # People paste psql-style URLs; SQLAlchemy needs the asyncpg driver named.
+        if isinstance(value, str) and value:
+            for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://"):
+                if value.startswith(prefix):
+                    return "postgresql+asyncpg://" + value[len(prefix) :]
+        return value
+
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    def database_url_str(self) -> str:
+        if self.database_url is None:
+            raise RuntimeError("RECEIVER_DATABASE_URL is not set and no embedded database is running")
+        return self.database_url.get_secret_value()

@@ -1,0 +1,409 @@
+"""The Postgres schema (the analysts' contract) and every query the receiver runs.
+
+Tables are declared here with SQLAlchemy Core so Alembic can check migrations against them;
+the hot paths (append, stream pages) run as prepared asyncpg statements on a shared pool.
+Functions take the connection they run on: callers own transactions. Driver exceptions are
+mapped to :class:`receiver.errors.UnavailableError` in :func:`unavailable`, so the HTTP layer
+can answer 503 without knowing about asyncpg.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+from receiver.errors import UnavailableError
+from receiver.normalize import NormalizedEvent
+from receiver.wire import StreamRow
+
+NOTIFY_EVENTS = "receiver_events"
+NOTIFY_PRODUCTS = "receiver_products"
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Column comments are the documented contract for SQL analysts (also rendered in README.md).
+EVENT_COLUMNS: dict[str, str] = {
+    "product_id": "Product the event belongs to (the {product_id} of the webhook or stream URL).",
+    "position": "Per-product stream position: 1, 2, 3, ... with no gaps, in commit order. "
+    "The SSE id; resume with ?since=<position>.",
+    "received_at": "When the receiver accepted the event (UTC). Also the frame's forwarded_at.",
+    "occurred_at": "When the event happened on the client (PostHog timestamp, UTC; "
+    "clamped to received_at when missing or more than 23 h in the future).",
+    "source": "How the event arrived: 'webhook' (PostHog destination) or 'capture' "
+    "(posthog-js straight to the receiver).",
+    "event": "PostHog event name: $autocapture, $pageview, $rageclick, or a custom name.",
+    "action_type": "What the user did: pageview, click, submit, type, copy, custom, "
+    "or internal (SDK bookkeeping such as $identify; stored but never streamed).",
+    "event_uuid": "PostHog event uuid when the payload carried a valid one.",
+    "dedup_key": "Deduplication key: 'u:<uuid>', or 'h:<sha256 of the payload>' without uuid.",
+    "session_id": "PostHog $session_id.",
+    "distinct_id": "PostHog distinct_id: the identify() id once the user is identified. "
+    "Streamed as user_id.",
+    "email": "The email super property registered with posthog.register({email}).",
+    "current_url": "Full page URL as captured ($current_url), query and fragment included.",
+    "canonical_url": "current_url without query or fragment, dynamic path segments "
+    "(numbers, UUIDs, hex, random tokens) replaced by :id.",
+    "pathname": "Path of current_url.",
+    "referrer": "PostHog $referrer ('$direct' when there was none).",
+    "element_tag": "Tag of the clicked element (element 0 of elements_chain).",
+    "element_id": "id attribute of the clicked element itself (never an ancestor's).",
+    "element_text": "Text a person would read on what was clicked: $el_text, the element's "
+    "text, or that of the enclosing button or link.",
+    "input_name": "name attribute of the clicked or changed element.",
+    "link_target": "href of the clicked link (or of the link enclosing the clicked element).",
+    "title": "Short label, e.g. 'Click Invite member button', 'Page Load: Billing'.",
+    "description": "Sentence the LLM sees, e.g. 'User clicked Invite member button on the "
+    "team page'.",
+    "session_index": "0-based index of the event within its session (the SDK's action index).",
+    "payload": "The raw body as received (JSON).",
+}
+
+products = sa.Table(
+    "products",
+    metadata,
+    sa.Column("product_id", sa.Text, primary_key=True, comment="Product identifier."),
+    sa.Column("contact_email", sa.Text, nullable=False, comment="Who to contact about it."),
+    sa.Column("integration_type", sa.Text, nullable=False, server_default="event_stream"),
+    sa.Column("integration_config", pg.JSONB, nullable=False, server_default=sa.text("'{}'")),
+    sa.Column(
+        "capture_token", sa.Text, nullable=False, unique=True,
+        comment="Public token posthog-js sends to the capture endpoints.",
+    ),
+    sa.Column(
+        "last_position", sa.BigInteger, nullable=False, server_default="0",
+        comment="Position of the newest committed event; its row lock orders commits.",
+    ),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    comment="Registered products.",
+)
+
+credentials = sa.Table(
+    "credentials",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    sa.Column(
+        "product_id", sa.Text,
+        sa.ForeignKey("products.product_id", ondelete="CASCADE"), nullable=False, index=True,
+    ),
+    sa.Column("kind", sa.Text, nullable=False, comment="webhook_secret or stream_key."),
+    sa.Column("key_id", sa.Text, nullable=False, unique=True, comment="Public id of the credential."),
+    sa.Column("secret_sha256", sa.LargeBinary, nullable=False, comment="SHA-256 of the secret."),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "expires_at", sa.DateTime(timezone=True), nullable=True,
+        comment="Set when rotated: the old credential keeps working until then.",
+    ),
+    sa.CheckConstraint("kind IN ('webhook_secret', 'stream_key')", name="kind"),
+    comment="Hashed webhook secrets and stream keys. Plain values are never stored.",
+)
+
+event_keys = sa.Table(
+    "event_keys",
+    metadata,
+    sa.Column("product_id", sa.Text, primary_key=True),
+    sa.Column("dedup_key", sa.Text, primary_key=True),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    comment="Deduplication keys of accepted events (PostHog delivers at least once).",
+)
+
+session_counters = sa.Table(
+    "session_counters",
+    metadata,
+    sa.Column("product_id", sa.Text, primary_key=True),
+    sa.Column("session_id", sa.Text, primary_key=True),
+    sa.Column("next_index", sa.Integer, nullable=False),
+    comment="Next per-session action index.",
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("product_id", sa.Text, primary_key=True, comment=EVENT_COLUMNS["product_id"]),
+    sa.Column("position", sa.BigInteger, primary_key=True, comment=EVENT_COLUMNS["position"]),
+    sa.Column(
+        "received_at", sa.DateTime(timezone=True), nullable=False,
+        comment=EVENT_COLUMNS["received_at"],
+    ),
+    sa.Column(
+        "occurred_at", sa.DateTime(timezone=True), nullable=False,
+        comment=EVENT_COLUMNS["occurred_at"],
+    ),
+    sa.Column("source", sa.Text, nullable=False, comment=EVENT_COLUMNS["source"]),
+    sa.Column("event", sa.Text, nullable=False, comment=EVENT_COLUMNS["event"]),
+    sa.Column("action_type", sa.Text, nullable=False, comment=EVENT_COLUMNS["action_type"]),
+    sa.Column("event_uuid", pg.UUID(as_uuid=False), comment=EVENT_COLUMNS["event_uuid"]),
+    sa.Column("dedup_key", sa.Text, nullable=False, comment=EVENT_COLUMNS["dedup_key"]),
+    *(
+        sa.Column(name, sa.Text, comment=EVENT_COLUMNS[name])
+        for name in (
+            "session_id", "distinct_id", "email", "current_url", "canonical_url", "pathname",
+            "referrer", "element_tag", "element_id", "element_text", "input_name", "link_target",
+        )
+    ),
+    sa.Column("title", sa.Text, nullable=False, comment=EVENT_COLUMNS["title"]),
+    sa.Column("description", sa.Text, nullable=False, comment=EVENT_COLUMNS["description"]),
+    sa.Column("session_index", sa.Integer, nullable=False, comment=EVENT_COLUMNS["session_index"]),
+    sa.Column("payload", pg.JSONB, comment=EVENT_COLUMNS["payload"]),
+    sa.Index("ix_events_product_id_received_at", "product_id", "received_at"),
+    comment="One row per accepted PostHog event, normalized for SQL. Append-only.",
+)
+
+# Column order for COPY into events; must match StoredEvent.record().
+EVENT_INSERT_COLUMNS: tuple[str, ...] = (
+    "product_id", "position", "received_at", "occurred_at", "source", "event", "action_type",
+    "event_uuid", "dedup_key", "session_id", "distinct_id", "email", "current_url",
+    "canonical_url", "pathname", "referrer", "element_tag", "element_id", "element_text",
+    "input_name", "link_target", "title", "description", "session_index", "payload",
+)
+
+STREAM_SELECT = """
+SELECT product_id, position, extract(epoch FROM received_at)::float8 AS received_at,
+       extract(epoch FROM occurred_at)::float8 AS occurred_at, action_type, session_id,
+       distinct_id, email, title, description, current_url, canonical_url, session_index
+FROM events
+"""
+
+
+@contextmanager
+def unavailable(what: str) -> Iterator[None]:
+    """Map driver and network failures to a retryable 503; let everything else through."""
+    try:
+        yield
+    except (TimeoutError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.ConnectionDoesNotExistError, asyncpg.ReadOnlySQLTransactionError) as exc:
+        raise UnavailableError(f"database unavailable while {what}", retry_after=1) from exc
+
+
+def asyncpg_dsn(sqlalchemy_url: str) -> str:
+    return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Binary format, so COPY can carry JSONB too: a version byte (1), then the JSON text.
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: b"\x01" + orjson.dumps(v),
+        decoder=lambda b: orjson.loads(b[1:]),
+        schema="pg_catalog",
+        format="binary",
+    )
+
+
+async def create_pool(url: str, *, max_size: int, timeout: float) -> asyncpg.Pool:
+    return await asyncpg.create_pool(
+        asyncpg_dsn(url), min_size=0, max_size=max_size, timeout=timeout,
+        command_timeout=max(timeout * 6, 30), init=_init_connection,
+        max_inactive_connection_lifetime=60,
+    )
+
+
+# --------------------------------------------------------------------------- append
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """An event waiting for the writer: the normalized event plus where and when it arrived."""
+
+    product_id: str
+    received_at: datetime
+    event: NormalizedEvent
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    position: int | None  # None for a duplicate
+    session_index: int | None
+    row: StreamRow | None
+
+
+async def append(conn: asyncpg.Connection, batch: Sequence[Pending]) -> list[Appended]:
+    """Commit a batch in one transaction; one result per input, in input order.
+
+    Lock order is fixed (dedup keys sorted, then product rows sorted, then session counters
+    sorted), so concurrent writers in other processes cannot deadlock. The product row lock
+    taken by the position bump is held until commit: commits of one product therefore happen
+    in position order, and a reader that has seen position N has seen everything below it.
+    """
+    results: list[Appended | None] = [None] * len(batch)
+    first_of: dict[tuple[str, str], int] = {}
+    for i, p in enumerate(batch):
+        first_of.setdefault((p.product_id, p.event.dedup_key), i)
+    unique = sorted(first_of.items())
+
+    async with conn.transaction():
+        fresh = await conn.fetch(
+            """
+            INSERT INTO event_keys (product_id, dedup_key, received_at)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[])
+            ON CONFLICT DO NOTHING
+            RETURNING product_id, dedup_key
+            """,
+            [k[0] for k, _ in unique],
+            [k[1] for k, _ in unique],
+            [batch[i].received_at for _, i in unique],
+        )
+        fresh_keys = {(r[0], r[1]) for r in fresh}
+        new_idx = [i for k, i in unique if k in fresh_keys]
+        new_idx.sort(key=lambda i: (batch[i].product_id, i))
+
+        per_product: dict[str, list[int]] = {}
+        for i in new_idx:
+            per_product.setdefault(batch[i].product_id, []).append(i)
+        positions: dict[int, int] = {}
+        for product_id in sorted(per_product):
+            idxs = per_product[product_id]
+            last = await conn.fetchval(
+                "UPDATE products SET last_position = last_position + $2 "
+                "WHERE product_id = $1 RETURNING last_position",
+                product_id,
+                len(idxs),
+            )
+            if last is None:
+                from receiver.errors import NotFoundError
+
+                raise NotFoundError(f"product {product_id!r} was deleted")
+            first = last - len(idxs) + 1
+            for offset, i in enumerate(idxs):
+                positions[i] = first + offset
+
+        per_session: dict[tuple[str, str], list[int]] = {}
+        for i in new_idx:
+            per_session.setdefault(
+                (batch[i].product_id, batch[i].event.session_id or ""), []
+            ).append(i)
+        indexes: dict[int, int] = {}
+        if per_session:
+            keys = sorted(per_session)
+            counters = await conn.fetch(
+                """
+                INSERT INTO session_counters (product_id, session_id, next_index)
+                SELECT * FROM unnest($1::text[], $2::text[], $3::int[])
+                ON CONFLICT (product_id, session_id)
+                DO UPDATE SET next_index = session_counters.next_index + EXCLUDED.next_index
+                RETURNING product_id, session_id, next_index
+                """,
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [len(per_session[k]) for k in keys],
+            )
+            for r in counters:
+                idxs = per_session[(r[0], r[1])]
+                start = r[2] - len(idxs)
+                for offset, i in enumerate(sorted(idxs, key=lambda j: positions[j])):
+                    indexes[i] = start + offset
+
+        if new_idx:
+            await conn.copy_records_to_table(
+                "events",
+                records=[_record(batch[i], positions[i], indexes[i]) for i in new_idx],
+                columns=EVENT_INSERT_COLUMNS,
+            )
+            heads = {pid: positions[idxs[-1]] for pid, idxs in per_product.items()}
+            await conn.execute(
+                "SELECT pg_notify($1, $2)", NOTIFY_EVENTS, orjson.dumps(heads).decode()
+            )
+
+    for i in new_idx:
+        p = batch[i]
+        results[i] = Appended(positions[i], indexes[i], _stream_row(p, positions[i], indexes[i]))
+    for i in range(len(batch)):
+        if results[i] is None:
+            results[i] = Appended(None, None, None)
+    return [r for r in results if r is not None]
+
+
+def _record(p: Pending, position: int, session_index: int) -> tuple[Any, ...]:
+    e = p.event
+    return (
+        p.product_id, position, p.received_at, e.occurred_at, e.source, e.event, e.action_type,
+        e.event_uuid, e.dedup_key, e.session_id, e.distinct_id, e.email, e.current_url,
+        e.canonical_url, e.pathname, e.referrer, e.element_tag, e.element_id, e.element_text,
+        e.input_name, e.link_target, e.title, e.description, session_index, e.payload,
+    )
+
+
+def _stream_row(p: Pending, position: int, session_index: int) -> StreamRow:
+    e = p.event
+    return StreamRow(
+        product_id=p.product_id,
+        position=position,
+        received_at=p.received_at.timestamp(),
+        occurred_at=e.occurred_at.timestamp(),
+        action_type=e.action_type,
+        session_id=e.session_id,
+        distinct_id=e.distinct_id,
+        email=e.email,
+        title=e.title,
+        description=e.description,
+        current_url=e.current_url,
+        canonical_url=e.canonical_url,
+        session_index=session_index,
+    )
+
+
+# --------------------------------------------------------------------------- stream reads
+
+
+def _row(r: asyncpg.Record) -> StreamRow:
+    return StreamRow(*r)
+
+
+async def read_after(
+    conn: asyncpg.Connection, product_id: str, after: int, limit: int
+) -> list[StreamRow]:
+    rows = await conn.fetch(
+        STREAM_SELECT + " WHERE product_id = $1 AND position > $2 ORDER BY position LIMIT $3",
+        product_id,
+        after,
+        limit,
+    )
+    return [_row(r) for r in rows]
+
+
+async def read_range(
+    conn: asyncpg.Connection, product_id: str, after: int, upto: int
+) -> list[StreamRow]:
+    rows = await conn.fetch(
+        STREAM_SELECT
+        + " WHERE product_id = $1 AND position > $2 AND position <= $3 ORDER BY position",
+        product_id,
+        after,
+        upto,
+    )
+    return [_row(r) for r in rows]
+
+
+async def head(conn: asyncpg.Connection, product_id: str) -> int | None:
+    value = await conn.fetchval(
+        "SELECT last_position FROM products WHERE product_id = $1", product_id
+    )
+    return int(value) if value is not None else None
+
+
+async def position_before(conn: asyncpg.Connection, product_id: str, since: datetime) -> int:
+    """The cursor that replays every event received at or after ``since``."""
+    value = await conn.fetchval(
+        "SELECT min(position) - 1 FROM events WHERE product_id = $1 AND received_at >= $2",
+        product_id,
+        since,
+    )
+    if value is None:
+        current = await head(conn, product_id)
+        return current or 0
+    return int(value)

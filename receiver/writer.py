@@ -1,0 +1,181 @@
+"""Group commit: one transaction for every event that arrives while the previous one commits.
+
+Each request submits its events as a group and awaits its own future; the writer task takes
+every group queued so far (up to ``batch_max_events``), commits them in one transaction and
+only then resolves the futures. A request is therefore acknowledged only after its events are
+durable, while N concurrent requests cost one commit instead of N. At low load a batch holds
+a single request and nothing waits for a timer.
+
+A group is never split across transactions, so a request is either wholly committed or
+wholly failed. If a batch fails for a reason other than the database being unreachable, its
+groups are retried one by one, so a single poisonous event fails only its own request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from receiver import store
+from receiver.errors import ReceiverError, UnavailableError
+from receiver.store import Appended, Pending
+from receiver.wire import StreamRow
+
+log = logging.getLogger("receiver.writer")
+
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
+
+
+class MonotonicClock:
+    """Wall-clock receive times that strictly increase within this process.
+
+    ``received_at`` doubles as the frame's ``forwarded_at``, which the SDK expects to be unique
+    per session; two events in the same microsecond would otherwise collide.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0.0
+
+    def now(self) -> datetime:
+        t = time.time()
+        if t <= self._last:
+            t = self._last + 1e-6
+        self._last = t
+        return datetime.fromtimestamp(t, tz=UTC)
+
+
+@dataclass
+class _Group:
+    items: Sequence[Pending]
+    future: asyncio.Future[list[Appended]]
+
+
+class Writer:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        max_batch: int,
+        on_commit: Callable[[dict[str, list[StreamRow]]], None],
+        observe: Callable[[int, float], None] = lambda _n, _s: None,
+    ) -> None:
+        self.pool = pool
+        self.max_batch = max_batch
+        self.on_commit = on_commit
+        self.observe = observe
+        self.clock = MonotonicClock()
+        self.accepting = True
+        self._queue: deque[_Group] = deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="writer")
+
+    async def submit(self, items: Sequence[Pending]) -> list[Appended]:
+        if not self.accepting:
+            raise UnavailableError("receiver is shutting down", retry_after=1)
+        if not items:
+            return []
+        fut: asyncio.Future[list[Appended]] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Group(items, fut))
+        self._idle.clear()
+        self._wakeup.set()
+        return await fut
+
+    async def drain_and_close(self, timeout: float = 10.0) -> None:
+        """Refuse new work, commit everything already accepted, then stop."""
+        self.accepting = False
+        self._wakeup.set()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        while self._queue:
+            group = self._queue.popleft()
+            if not group.future.done():
+                group.future.set_exception(UnavailableError("receiver is shutting down", retry_after=1))
+
+    async def _run(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._queue:
+                groups = [self._queue.popleft()]
+                size = len(groups[0].items)
+                while self._queue and size + len(self._queue[0].items) <= self.max_batch:
+                    group = self._queue.popleft()
+                    groups.append(group)
+                    size += len(group.items)
+                await self._commit(groups)
+            self._idle.set()
+
+    async def _commit(self, groups: list[_Group]) -> None:
+        started = time.perf_counter()
+        try:
+            results = await self._append([p for g in groups for p in g.items])
+        except UnavailableError as exc:
+            for g in groups:
+                _fail(g, exc)
+            return
+        except Exception as exc:
+            if len(groups) > 1:
+                for g in groups:
+                    await self._commit([g])
+                return
+            log.exception("append failed")
+            _fail(groups[0], _as_unavailable(exc))
+            return
+        self.observe(sum(len(g.items) for g in groups), time.perf_counter() - started)
+        committed: dict[str, list[StreamRow]] = {}
+        offset = 0
+        for g in groups:
+            mine = results[offset : offset + len(g.items)]
+            offset += len(g.items)
+            for r in mine:
+                if r.row is not None:
+                    committed.setdefault(r.row.product_id, []).append(r.row)
+            if not g.future.done():
+                g.future.set_result(mine)
+        for rows in committed.values():
+            rows.sort(key=lambda r: r.position)
+        try:
+            self.on_commit(committed)
+        except Exception:
+            log.exception("fan-out after commit failed")
+
+    async def _append(self, batch: list[Pending]) -> list[Appended]:
+        for attempt in range(3):
+            try:
+                with store.unavailable("committing events"):
+                    async with self.pool.acquire() as conn:
+                        return await store.append(conn, batch)
+            except asyncpg.PostgresError as exc:
+                if getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES and attempt < 2:
+                    continue
+                raise
+        raise UnavailableError("could not commit events", retry_after=1)
+
+
+def _as_unavailable(exc: Exception) -> ReceiverError:
+    if isinstance(exc, ReceiverError):
+        return exc
+    # A failure we did not anticipate is still our fault: PostHog must retry, not drop.
+    return UnavailableError("could not store the event", retry_after=1)
+
+
+def _fail(group: _Group, exc: Exception) -> None:
+    if not group.future.done():
+        group.future.set_exception(exc)
