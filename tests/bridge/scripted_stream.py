@@ -40,6 +40,11 @@ class ScriptedStream:
         """Lets open streams end so the server can stop without waiting for them."""
         self._closing = True
 
+    @staticmethod
+    def _encode(position: int, frame: dict[str, Any]) -> bytes:
+        data = json.dumps(frame, separators=(",", ":"))
+        return f"id: {position}\ndata: {data}\n\n".encode()
+
     def _build_app(self) -> FastAPI:
         app = FastAPI()
 
@@ -57,13 +62,20 @@ class ScriptedStream:
 
             async def body() -> AsyncIterator[bytes]:
                 yield b"event: heartbeat\ndata:\n\n"
-                for i, frame in enumerate(frames, start=1):
-                    data = json.dumps(frame, separators=(",", ":"))
-                    yield f"id: {i}\ndata: {data}\n\n".encode()
+                sent = 0
+                for frame in frames:
+                    sent += 1
+                    yield self._encode(sent, frame)
                 if close_after:
                     return
+                # Stay open and tail: frames added later are sent live.
                 while not self._closing and not await request.is_disconnected():
-                    await asyncio.sleep(0.05)
+                    with self._lock:
+                        new = self._frames[sent:]
+                    for frame in new:
+                        sent += 1
+                        yield self._encode(sent, frame)
+                    await asyncio.sleep(0.02)
 
             return StreamingResponse(body(), media_type="text/event-stream; charset=utf-8")
 
