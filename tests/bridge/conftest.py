@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +46,15 @@ def start_bridge(fake_llm: FakeLLM) -> Iterator[StartBridge]:
     yield _start
     for bridge in reversed(started):
         bridge.stop()
+
+
+@pytest.fixture
+def product(make_product: Callable[..., Any]) -> Product:
+    """A fresh product on a real receiver (tests/conftest.py: throwaway Postgres)."""
+    p = make_product()
+    return Product(
+        receiver_url=p.base_url,
+        product_id=p.product_id,
+        webhook_secret=p.webhook_secret,
+        stream_key=p.stream_key,
+    )
