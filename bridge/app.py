@@ -161,7 +161,8 @@ def create_app(settings: BridgeSettings) -> FastAPI:
     async def healthz(bridge: BridgeDep) -> dict[str, Any]:
         return {"status": "ok", **bridge.state.stats()}
 
-    @app.get("/reply/{user_id}")
+    # ":path" so ids containing "/" (percent-encoded by the action) still route here.
+    @app.get("/reply/{user_id:path}")
     async def reply(
         user_id: str,
         bridge: BridgeDep,
