@@ -91,6 +91,17 @@ products = sa.Table(
     ),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
+    sa.Column(
+        "retention_days", sa.Integer, nullable=True,
+        comment="Days events are kept; NULL = RECEIVER_RETENTION_DAYS, 0 = forever.",
+    ),
+    sa.Column(
+        "payload_retention_days", sa.Integer, nullable=True,
+        comment="Days the raw payload is kept (then set to NULL, typed columns stay); "
+        "NULL = RECEIVER_PAYLOAD_RETENTION_DAYS, 0 = as long as the event.",
+    ),
+    sa.CheckConstraint("retention_days >= 0", name="retention_days"),
+    sa.CheckConstraint("payload_retention_days >= 0", name="payload_retention_days"),
     comment="Registered products.",
 )
 
@@ -119,8 +130,9 @@ event_keys = sa.Table(
     metadata,
     sa.Column("product_id", sa.Text, primary_key=True),
     sa.Column("dedup_key", sa.Text, primary_key=True),
-    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
-    comment="Deduplication keys of accepted events (PostHog delivers at least once).",
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    comment="Deduplication keys of accepted events (PostHog delivers at least once). "
+    "Pruned with the event retention (receiver.retention).",
 )
 
 session_counters = sa.Table(
@@ -132,13 +144,31 @@ session_counters = sa.Table(
     comment="Next per-session action index.",
 )
 
+retention_state = sa.Table(
+    "retention_state",
+    metadata,
+    sa.Column(
+        "product_id", sa.Text,
+        sa.ForeignKey("products.product_id", ondelete="CASCADE"), primary_key=True,
+    ),
+    sa.Column(
+        "payload_cleared_before", sa.DateTime(timezone=True), nullable=False,
+        comment="Every payload received before this time has been cleared.",
+    ),
+    comment="Progress of payload retention per product (maintenance bookkeeping).",
+)
+
+# Partitioned by day on received_at (receiver.retention creates and drops the partitions
+# events_pYYYYMMDD; events_default catches anything outside them). A primary key on a
+# partitioned table must contain the partition column, hence (product_id, position,
+# received_at); positions are unique per product by construction (products row lock).
 events = sa.Table(
     "events",
     metadata,
     sa.Column("product_id", sa.Text, primary_key=True, comment=EVENT_COLUMNS["product_id"]),
     sa.Column("position", sa.BigInteger, primary_key=True, comment=EVENT_COLUMNS["position"]),
     sa.Column(
-        "received_at", sa.DateTime(timezone=True), nullable=False,
+        "received_at", sa.DateTime(timezone=True), primary_key=True, nullable=False,
         comment=EVENT_COLUMNS["received_at"],
     ),
     sa.Column(
@@ -163,6 +193,7 @@ events = sa.Table(
     sa.Column("payload", pg.JSONB, comment=EVENT_COLUMNS["payload"]),
     sa.Index("ix_events_product_id_received_at", "product_id", "received_at"),
     comment="One row per accepted PostHog event, normalized for SQL. Append-only.",
+    postgresql_partition_by="RANGE (received_at)",
 )
 
 # Column order for COPY into events; must match StoredEvent.record().
