@@ -111,12 +111,11 @@ def _b64(data: bytes) -> bytes:
     return base64.b64decode(data + b"=" * (-len(data) % 4))
 
 
-def decode_capture_body(body: bytes, content_type: str = "", query: str = "") -> list[dict]:
-    """Events from one capture request, in every form posthog-js sends.
+def unwrap_capture_body(body: bytes, content_type: str = "", query: str = "") -> Any:
+    """The JSON document inside one capture request, transport encodings undone.
 
-    gzip (magic bytes; posthog-js sends ``text/plain`` with ``?compression=gzip-js``), plain JSON,
-    base64 (``compression=base64``), form-urlencoded ``data=<base64>`` (sendBeacon); body an
-    array, a single event, or ``{api_key|token, batch, sent_at}``.
+    gzip (magic bytes; posthog-js sends ``text/plain`` and no ``compression`` parameter), plain
+    JSON, base64 (``compression=base64``), form-urlencoded ``data=<base64>`` (sendBeacon).
     """
     params = {k: v[-1] for k, v in parse_qs(query, keep_blank_values=True).items()}
     compression = params.get("compression", "")
@@ -132,7 +131,13 @@ def decode_capture_body(body: bytes, content_type: str = "", query: str = "") ->
         data = _b64(data)
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
-    payload = json.loads(data)
+    return json.loads(data)
+
+
+def decode_capture_body(body: bytes, content_type: str = "", query: str = "") -> list[dict]:
+    """Events from one capture request: body an array, a single event, or
+    ``{api_key|token, batch, sent_at}``, in any encoding ``unwrap_capture_body`` undoes."""
+    payload = unwrap_capture_body(body, content_type, query)
     if isinstance(payload, list):
         return payload
     if isinstance(payload, dict) and isinstance(payload.get("batch"), list):
