@@ -140,9 +140,7 @@ class Target:
     kind: str
 
 
-_EMPTY_TARGET = Target(
-    tag=None, element_id=None, text=None, input_name=None, href=None, kind="element"
-)
+_EMPTY_TARGET = Target(tag=None, element_id=None, text=None, input_name=None, href=None, kind="element")
 
 
 # --------------------------------------------------------------------------------------------
@@ -161,7 +159,7 @@ def parse_elements_chain(chain: str | None) -> list[Element]:
             return strict
         lenient, lenient_bad = _parse(text, lenient=True)
         return lenient if lenient_bad < strict_bad else strict
-    except Exception:  # pragma: no cover - defensive: a parser bug must not drop the event
+    except Exception:  # noqa: BLE001  # pragma: no cover - a parser bug must not drop the event
         return []
 
 
@@ -318,7 +316,7 @@ def target_from_chain(chain: str | None, el_text: str | None = None) -> Target:
     try:
         elements = parse_elements_chain(chain)
         return _target(elements, el_text)
-    except Exception:  # pragma: no cover - defensive
+    except Exception:  # noqa: BLE001  # pragma: no cover - never raise, by contract
         return _EMPTY_TARGET
 
 
@@ -327,9 +325,7 @@ def _target(elements: list[Element], el_text: str | None) -> Target:
     if not elements:
         if given_text is None:
             return _EMPTY_TARGET
-        return Target(
-            tag=None, element_id=None, text=given_text, input_name=None, href=None, kind="element"
-        )
+        return Target(tag=None, element_id=None, text=given_text, input_name=None, href=None, kind="element")
 
     first = elements[0]
     interactive = next((el for el in elements if el.kind is not None), None)
