@@ -102,6 +102,12 @@ products = sa.Table(
     ),
     sa.CheckConstraint("retention_days >= 0", name="retention_days"),
     sa.CheckConstraint("payload_retention_days >= 0", name="payload_retention_days"),
+    sa.Column(
+        "privacy_policy", pg.JSONB, nullable=False, server_default=sa.text("'{}'::jsonb"),
+        comment="PII policy applied before anything is stored or streamed (receiver.privacy); "
+        "{} = the default.",
+    ),
+    sa.CheckConstraint("jsonb_typeof(privacy_policy) = 'object'", name="privacy_policy"),
     comment="Registered products.",
 )
 
@@ -212,13 +218,23 @@ FROM events
 """
 
 
+# SQLSTATE classes that mean "the database is not there for us right now", not "bad data":
+# connection exceptions, insufficient resources, operator intervention (shutdown, restart),
+# database not accepting connections, database missing.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57", "55000", "3D000", "25006")
+
+
 @contextmanager
 def unavailable(what: str) -> Iterator[None]:
     """Map driver and network failures to a retryable 503; let everything else through."""
     try:
         yield
-    except (TimeoutError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError, asyncpg.TooManyConnectionsError, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError, asyncpg.ConnectionDoesNotExistError, asyncpg.ReadOnlySQLTransactionError) as exc:
+    except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
         raise UnavailableError(f"database unavailable while {what}", retry_after=1) from exc
+    except asyncpg.PostgresError as exc:
+        if str(getattr(exc, "sqlstate", "") or "").startswith(_UNAVAILABLE_SQLSTATES):
+            raise UnavailableError(f"database unavailable while {what}", retry_after=1) from exc
+        raise
 
 
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
