@@ -96,6 +96,9 @@ fi
 
 # --- 2. the model ------------------------------------------------------------------------------
 export RASA_TELEMETRY_ENABLED=false SQLALCHEMY_SILENCE_UBER_WARNING=1 TF_CPP_MIN_LOG_LEVEL=2
+# Rasa's training cache defaults to ./.rasa/cache inside rasa-bot/; keep it with the models
+# (git-ignored) instead.
+export RASA_CACHE_DIRECTORY="$MODELS/cache"
 mapfile -t TRAIN_INPUTS < <(find "$BOT/config.yml" "$BOT/domain.yml" "$BOT/data" -type f \
   -name '*.yml' | LC_ALL=C sort)
 # The stamp also covers the venv hash: a different Rasa install must not reuse an old model.
