@@ -26,6 +26,7 @@ from types import FrameType
 from typing import Any
 
 import asyncpg
+from pydantic import SecretStr
 
 from receiver import devdb, migrate, products, store
 from receiver.errors import ReceiverError
