@@ -53,7 +53,7 @@ def database(settings: Settings, *, keep_running: bool = False) -> Iterator[Sett
         asyncio.run(_ensure_database(srv.dsn("postgres"), EMBEDDED_DB))
         url = srv.url(EMBEDDED_DB)
         os.environ["RECEIVER_DATABASE_URL"] = url  # inherited by --workers processes
-        yield settings.model_copy(update={"database_url": url})
+        yield settings.model_copy(update={"database_url": SecretStr(url)})
     finally:
         if srv.started_by_us and not keep_running:
             srv.stop()
