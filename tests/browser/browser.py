@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote_to_bytes, urlsplit
+from urllib.parse import parse_qs, unquote_to_bytes, urlencode, urlsplit
 
 import pytest
 import pytest_asyncio
@@ -58,6 +58,10 @@ CHROMIUM_ARGS = [
 # option. The demo app itself (make demo, real people) keeps the bot filter on.
 TEST_POSTHOG_OPTIONS: dict[str, Any] = {"opt_out_useragent_filter": True}
 TEST_TOKEN = "phc_demo_test_token"
+# Deadlines, not sleeps: generous because CI shares 2 cores with the rest of the suite; a passing
+# run never waits for them.
+EVENT_TIMEOUT = 20.0
+UI_TIMEOUT_MS = 20_000
 CAPTURE_PATHS = ("/e", "/i/v0/e", "/batch", "/capture", "/track", "/engage")
 
 
@@ -249,7 +253,7 @@ class FakeCaptureHost:
                 out.append(e)
         return out
 
-    async def wait_for_event(self, check: Callable[[dict], bool], timeout: float = 10.0,
+    async def wait_for_event(self, check: Callable[[dict], bool], timeout: float = EVENT_TIMEOUT,
                              what: str = "event") -> dict:
         def found() -> dict | None:
             return next((e for e in self.events if check(e)), None)
@@ -358,15 +362,24 @@ async def new_context(browser: Any, **kwargs: Any) -> Any:
 
 
 async def open_demo(browser: Any, base_url: str, user: str, email: str,
-                    fake: FakeCaptureHost | None = None, query: str = "") -> tuple[Any, Any]:
-    """A new context + page on the demo as ``user``; waits until posthog-js has loaded."""
+                    fake: FakeCaptureHost | None = None, query: str = "",
+                    setup: Callable[[Any], Any] | None = None) -> tuple[Any, Any]:
+    """A new context + page on the demo as ``user``; waits until posthog-js has loaded.
+
+    ``fake`` routes posthog-js's host to a ``FakeCaptureHost``; ``setup(context)`` runs before
+    the first navigation (e.g. to attach listeners that must see the first requests).
+    """
     context = await new_context(browser)
     if fake is not None:
         await fake.attach(context)
+    if setup is not None:
+        result = setup(context)
+        if isinstance(result, Awaitable):
+            await result
+    context.set_default_timeout(UI_TIMEOUT_MS)
     page = await context.new_page()
-    from urllib.parse import urlencode
-
     q = urlencode({"user": user, "email": email}) + (f"&{query}" if query else "")
     await page.goto(f"{base_url}/?{q}")
-    await page.wait_for_function("window.demo && window.demo.posthog === true", timeout=10_000)
+    await page.wait_for_function("window.demo && window.demo.posthog === true",
+                                 timeout=UI_TIMEOUT_MS)
     return context, page

@@ -7,7 +7,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from .browser import FakeCaptureHost, chain_text, free_port, open_demo, wait_until
+from .browser import (
+    UI_TIMEOUT_MS,
+    FakeCaptureHost,
+    chain_text,
+    free_port,
+    open_demo,
+    wait_until,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -48,7 +55,7 @@ async def test_pages_and_clicks_produce_posthog_events(chromium, demo_app_factor
         await fake.wait_for_event(_pageview("/projects"), what="$pageview on /projects")
         await page.wait_for_function("window.demo && window.demo.posthog === true")
         await page.click("text=Add Project")
-        await page.wait_for_selector("#project-rows tr:nth-child(4)", timeout=5_000)
+        await page.wait_for_selector("#project-rows tr:nth-child(4)")
         await fake.wait_for_event(_clicked("Add Project", "/projects"), what="Add Project click")
 
         # Team: "Invite member" -> modal with email, role dropdown, "Send invite"
@@ -56,16 +63,16 @@ async def test_pages_and_clicks_produce_posthog_events(chromium, demo_app_factor
         await fake.wait_for_event(_pageview("/team"), what="$pageview on /team")
         await page.wait_for_function("window.demo && window.demo.posthog === true")
         await page.click("text=Invite member")
-        await page.wait_for_selector("#invite-modal:not([hidden])", timeout=5_000)
+        await page.wait_for_selector("#invite-modal:not([hidden])")
         invite = await fake.wait_for_event(_clicked("Invite member", "/team"),
                                            what="Invite member click")
         await page.fill("input[name=email]", "new.hire@example.com")
         await page.click("text=Send invite")  # role left empty: the form says so
-        await page.wait_for_selector("#invite-error:not([hidden])", timeout=5_000)
+        await page.wait_for_selector("#invite-error:not([hidden])")
         assert "role" in (await page.text_content("#invite-error")).lower()
         await page.select_option("select[name=role]", "member")
         await page.click("text=Send invite")
-        await page.wait_for_selector("#invite-modal[hidden]", state="attached", timeout=5_000)
+        await page.wait_for_selector("#invite-modal[hidden]", state="attached")
         assert "new.hire@example.com" in await page.text_content("#team-notice")
         await fake.wait_for_event(_clicked("Send invite", "/team"), what="Send invite click")
 
@@ -180,13 +187,12 @@ async def test_chat_widget_loads_only_when_a_rasa_url_is_set(chromium, demo_app_
         # the socket connects, which it can't here).
         rasa = f"http://127.0.0.1:{free_port()}"
         await page.goto(f"{app.url}/team?rasa={rasa}")
-        await page.wait_for_function("window.demo && window.demo.rasaLoaded === true",
-                                     timeout=10_000)
-        await page.wait_for_selector("#rasaWebchatPro", state="attached", timeout=10_000)
+        await page.wait_for_function("window.demo && window.demo.rasaLoaded === true")
+        await page.wait_for_selector("#rasaWebchatPro", state="attached")
         assert await page.evaluate("window.demo.rasaUrl") == rasa
         # kept for the tab (sessionStorage) across page loads, like the user
         await page.click("#nav-projects")
-        await page.wait_for_selector("#rasaWebchatPro", state="attached", timeout=10_000)
+        await page.wait_for_selector("#rasaWebchatPro", state="attached")
         # and ?rasa= with no value turns it off again
         await page.goto(f"{app.url}/?rasa=")
         await page.wait_for_load_state("load")
@@ -198,14 +204,15 @@ async def test_chat_widget_loads_only_when_a_rasa_url_is_set(chromium, demo_app_
 async def test_without_a_token_the_app_runs_with_analytics_off(chromium, demo_app_factory):
     app = demo_app_factory()
     ctx = await chromium.new_context()
+    ctx.set_default_timeout(UI_TIMEOUT_MS)
     hosts: set[str] = set()
     ctx.on("request", lambda r: hosts.add(urlsplit(r.url).netloc))
     try:
         page = await ctx.new_page()
         await page.goto(f"{app.url}/team")
-        await page.wait_for_selector("#analytics-off", timeout=5_000)
+        await page.wait_for_selector("#analytics-off")
         await page.click("text=Invite member")
-        await page.wait_for_selector("#invite-modal:not([hidden])", timeout=5_000)
+        await page.wait_for_selector("#invite-modal:not([hidden])")
     finally:
         await ctx.close()
     assert hosts == {urlsplit(app.url).netloc}
