@@ -171,7 +171,10 @@ def parse_timestamp(value: object, *, received_at: datetime) -> datetime | None:
         return None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # "0001-01-01T00:00:00+01:00" lies before datetime.min in UTC
+        return None
 
 
 def _clamp(ts: datetime | None, received_at: datetime) -> datetime:
