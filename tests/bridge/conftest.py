@@ -13,7 +13,7 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 # Our helper modules are imported before pytest registers them as plugins: rewrite them anyway.
-pytest.register_assert_rewrite("tests.fakes", "tests.bridge")
+pytest.register_assert_rewrite(*(m for m in ("tests.fakes", "tests.bridge") if m not in sys.modules))
 
 from tests.bridge.fixtures import register_plugins  # noqa: E402
 

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-pytest.register_assert_rewrite("tests.fakes", "tests.bridge", "tests.rasa")
+_OURS = ("tests.fakes", "tests.bridge", "tests.rasa")
+pytest.register_assert_rewrite(*(m for m in _OURS if m not in sys.modules))
 
 from tests.bridge.fixtures import register_plugins  # noqa: E402
 from tests.rasa.rasa_env import RASA_PYTHON, rasa_venv_missing  # noqa: E402
