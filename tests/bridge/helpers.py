@@ -162,12 +162,12 @@ class LiveBridge:
         assert resp.status_code == 200, (resp.status_code, resp.text)
         return resp.json()
 
-    def wait_connected(self, timeout: float = 15.0) -> None:
+    def wait_connected(self, timeout: float = 30.0) -> None:
         wait_for(
             lambda: self.healthz()["stream_connected"], timeout=timeout, what="stream connect"
         )
 
-    def wait_events(self, n: int, timeout: float = 15.0) -> dict[str, Any]:
+    def wait_events(self, n: int, timeout: float = 30.0) -> dict[str, Any]:
         """Until the bridge has ingested at least ``n`` distinct frames."""
         return wait_for(
             lambda: (h := self.healthz())["events_received"] >= n and h,
