@@ -1,4 +1,15 @@
-"""Prometheus metrics, one registry per app so tests can build several apps in one process."""
+"""Prometheus metrics, one registry per app so tests can build several apps in one process.
+
+Where each is observed:
+
+* ``receiver_ingest_requests_total{route,status}`` and ``receiver_ack_latency_seconds{route}``:
+  the request middleware (``receiver.logging``), for every route tagged ``ingest`` or
+  ``capture``; latency is measured to the response start of 2xx answers, i.e. to the durable
+  acknowledgement;
+* ``receiver_ingest_events_total{outcome}``: the writer, per committed request;
+* ``receiver_commit_batch_events`` / ``receiver_commit_seconds``: the writer, per transaction;
+* ``receiver_stream_*``: the SSE responses; ``receiver_db_pool_*``: at scrape time.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +17,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
+# Routes whose requests count as ingest (their FastAPI router tags).
+INGEST_TAGS = frozenset({"ingest", "capture"})
 
 
 class Metrics:
@@ -49,6 +62,17 @@ class Metrics:
         self.auth_failures = Counter(
             "receiver_auth_failures", "Rejected credentials by endpoint kind.", ["kind"], registry=r,
         )
+
+    def observe_request(self, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, str(status)).inc()
+        if 200 <= status < 300:
+            self.ack_latency.labels(route).observe(seconds)
+
+    def observe_outcomes(self, stored: int, duplicates: int) -> None:
+        if stored:
+            self.events.labels("stored").inc(stored)
+        if duplicates:
+            self.events.labels("duplicate").inc(duplicates)
 
     def observe_commit(self, n: int, seconds: float) -> None:
         self.batch_size.observe(n)

@@ -14,8 +14,8 @@ from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from receiver import products, security, store
-from receiver.errors import ForbiddenError
+from receiver import privacy, products, security, store
+from receiver.errors import BadRequestError, ForbiddenError
 from receiver.responses import json_response
 from receiver.runtime import Runtime
 
@@ -32,6 +32,9 @@ class RegisterProduct(BaseModel):
     integration_type: str = Field(default="event_stream", max_length=64)
     integration_config: dict[str, Any] | None = None
     force_reregister: bool = False
+    # Optional (the SDK never sends it): {"email": "keep|hash|drop", "query": "keep|strip",
+    # "builtin_redactions": [...], "redact": [regex, ...]}. Omitted on re-registration = keep.
+    privacy_policy: dict[str, Any] | None = None
 
 
 def require_admin(request: Request, authorization: str | None) -> None:
@@ -69,6 +72,13 @@ async def register(
     rt: Runtime = request.app.state.runtime
     rt.refuse_if_shutting_down()
     require_admin(request, authorization)
+    policy = None
+    if body.privacy_policy is not None:
+        policy = privacy.Policy.from_json(body.privacy_policy)
+        if policy.needs_hash_key and rt.settings.pii_hash_key is None:
+            raise BadRequestError(
+                "privacy_policy.email 'hash' needs RECEIVER_PII_HASH_KEY set on the receiver"
+            )
     with store.unavailable("registering the product"):
         async with rt.pool.acquire() as conn:
             issued = await products.create(
@@ -80,10 +90,13 @@ async def register(
                 integration_config=body.integration_config,
                 force=body.force_reregister,
                 grace_seconds=rt.settings.secret_grace_seconds,
+                privacy_policy=policy,
             )
     rt.directory.invalidate(body.product_id)
     out = issued.as_dict(rt.settings.base_url() if rt.settings.public_url else _base(request))
     out["integration_type"] = body.integration_type
+    if policy is not None:
+        out["privacy_policy"] = policy.to_json()
     return json_response(out, 201)
 
 

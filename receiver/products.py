@@ -17,7 +17,7 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
-from receiver import security
+from receiver import privacy, security
 from receiver.errors import BadRequestError, ConflictError, NotFoundError
 from receiver.store import NOTIFY_PRODUCTS
 
@@ -90,7 +90,8 @@ async def _expire_current(
     await conn.execute(
         """
         UPDATE credentials SET expires_at = now() + make_interval(secs => $3)
-        WHERE product_id = $1 AND kind = $2 AND (expires_at IS NULL OR expires_at > now() + make_interval(secs => $3))
+        WHERE product_id = $1 AND kind = $2
+          AND (expires_at IS NULL OR expires_at > now() + make_interval(secs => $3))
         """,
         product_id,
         kind,
@@ -112,9 +113,15 @@ async def create(
     integration_config: dict[str, Any] | None = None,
     force: bool = False,
     grace_seconds: float = 0,
+    privacy_policy: privacy.Policy | None = None,
 ) -> IssuedCredentials:
-    """Register a product, or with ``force`` re-register it and rotate both credentials."""
+    """Register a product, or with ``force`` re-register it and rotate both credentials.
+
+    ``privacy_policy`` None keeps the current policy on re-registration (the default policy for
+    a new product): re-running onboarding never relaxes a policy set by a privacy officer.
+    """
     validate_product_id(product_id)
+    policy_json = orjson.dumps(privacy_policy.to_json() if privacy_policy else {}).decode()
     contact_email = validate_email(contact_email)
     # The SDK generates a secret client-side (token_urlsafe(32)) and expects it to be used;
     # anything weaker than that is replaced by one of ours (returned in the response).
@@ -136,14 +143,15 @@ async def create(
             await conn.execute(
                 """
                 INSERT INTO products (product_id, contact_email, integration_type,
-                                      integration_config, capture_token)
-                VALUES ($1, $2, $3, $4::text::jsonb, $5)
+                                      integration_config, capture_token, privacy_policy)
+                VALUES ($1, $2, $3, $4::text::jsonb, $5, $6::text::jsonb)
                 """,
                 product_id,
                 contact_email,
                 integration_type,
                 config_json,
                 capture_token,
+                policy_json,
             )
         else:
             capture_token = existing["capture_token"]
@@ -158,6 +166,12 @@ async def create(
                 integration_type,
                 config_json,
             )
+            if privacy_policy is not None:
+                await conn.execute(
+                    "UPDATE products SET privacy_policy = $2::text::jsonb WHERE product_id = $1",
+                    product_id,
+                    policy_json,
+                )
             await _expire_current(conn, product_id, "webhook_secret", grace_seconds)
             await _expire_current(conn, product_id, "stream_key", grace_seconds)
         await _insert_credential(conn, product_id, "webhook_secret", webhook_secret)
@@ -196,6 +210,42 @@ async def rotate(
     return IssuedCredentials(product_id, new_secret, new_key, key_id, row["capture_token"])
 
 
+async def get_policy(conn: asyncpg.Connection, product_id: str) -> privacy.Policy:
+    row = await conn.fetchrow(
+        "SELECT privacy_policy::text FROM products WHERE product_id = $1", product_id
+    )
+    if row is None:
+        raise NotFoundError(f"unknown product {product_id!r}")
+    return privacy.Policy.from_json(orjson.loads(row[0]))
+
+
+async def set_policy(
+    conn: asyncpg.Connection, product_id: str, policy: privacy.Policy
+) -> privacy.Policy:
+    """Store a product's privacy policy; every process applies it within seconds (NOTIFY).
+
+    It applies to events received from then on; events already stored are not rewritten.
+    """
+    async with conn.transaction():
+        status = await conn.execute(
+            "UPDATE products SET privacy_policy = $2::text::jsonb, updated_at = now() "
+            "WHERE product_id = $1",
+            product_id,
+            orjson.dumps(policy.to_json()).decode(),
+        )
+        if status.split()[-1] == "0":
+            raise NotFoundError(f"unknown product {product_id!r}")
+        await _notify(conn, product_id)
+    return policy
+
+
+async def products_hashing_emails(conn: asyncpg.Connection) -> list[str]:
+    rows = await conn.fetch(
+        "SELECT product_id FROM products WHERE privacy_policy->>'email' = 'hash' ORDER BY 1"
+    )
+    return [r[0] for r in rows]
+
+
 async def delete(conn: asyncpg.Connection, product_id: str) -> int:
     """Delete a product, its credentials and all its events; returns the events removed."""
     async with conn.transaction():
@@ -216,7 +266,8 @@ async def describe(conn: asyncpg.Connection, product_id: str) -> dict[str, Any]:
     row = await conn.fetchrow(
         """
         SELECT product_id, contact_email, integration_type, capture_token, last_position,
-               created_at, updated_at FROM products WHERE product_id = $1
+               created_at, updated_at, privacy_policy::text AS privacy_policy
+        FROM products WHERE product_id = $1
         """,
         product_id,
     )
@@ -231,6 +282,7 @@ async def describe(conn: asyncpg.Connection, product_id: str) -> dict[str, Any]:
         product_id,
     )
     out = dict(row)
+    out["privacy_policy"] = privacy.Policy.from_json(orjson.loads(row["privacy_policy"])).to_json()
     out["credentials"] = [dict(c) for c in creds]
     return out
 
@@ -251,6 +303,7 @@ class ProductAuth:
     capture_token: str
     webhook_hashes: tuple[tuple[bytes, datetime | None], ...]
     stream_hashes: tuple[tuple[bytes, datetime | None], ...]
+    policy: privacy.Policy = privacy.DEFAULT
 
     def _check(
         self, presented: str | None, hashes: tuple[tuple[bytes, datetime | None], ...]
@@ -326,7 +379,8 @@ class Directory:
 
 async def load(conn: asyncpg.Connection, product_id: str) -> ProductAuth | None:
     row = await conn.fetchrow(
-        "SELECT capture_token FROM products WHERE product_id = $1", product_id
+        "SELECT capture_token, privacy_policy::text FROM products WHERE product_id = $1",
+        product_id,
     )
     if row is None:
         return None
@@ -348,7 +402,18 @@ async def load(conn: asyncpg.Connection, product_id: str) -> ProductAuth | None:
             (bytes(c["secret_sha256"]), c["expires_at"]) for c in creds
             if c["kind"] == "stream_key"
         ),
+        policy=_stored_policy(product_id, row[1]),
     )
+
+
+def _stored_policy(product_id: str, text: str | None) -> privacy.Policy:
+    try:
+        return privacy.Policy.from_json(orjson.loads(text) if text else None)
+    except (privacy.PolicyError, orjson.JSONDecodeError) as exc:
+        # Written by hand with SQL and invalid: fail closed (503, nothing stored) rather than
+        # fall back to a laxer default.
+        detail = getattr(exc, "detail", type(exc).__name__)
+        return privacy.Policy(error=f"invalid privacy_policy for {product_id!r}: {detail}")
 
 
 def grace(settings_seconds: float) -> timedelta:

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -71,6 +71,11 @@ class Writer:
         self.max_batch = max_batch
         self.on_commit = on_commit
         self.observe = observe
+        # Runs on every group before it is queued (the runtime installs the privacy policy
+        # here, so no route can store or stream an event that skipped it).
+        self.prepare: Callable[[Sequence[Pending]], Awaitable[Sequence[Pending]]] | None = None
+        # Called with (stored, duplicates) once a group is committed.
+        self.counted: Callable[[int, int], None] = lambda _s, _d: None
         self.clock = MonotonicClock()
         self.accepting = True
         self._queue: deque[_Group] = deque()
@@ -87,13 +92,18 @@ class Writer:
             raise UnavailableError("receiver is shutting down", retry_after=1)
         if not items:
             return []
+        if self.prepare is not None:
+            items = await self.prepare(items)
         fut: asyncio.Future[list[Appended]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Group(items, fut))
         self._idle.clear()
         self._wakeup.set()
-        return await fut
+        results = await fut
+        stored = sum(1 for r in results if r.position is not None)
+        self.counted(stored, len(results) - stored)
+        return results
 
-    async def drain_and_close(self, timeout: float = 10.0) -> None:
+    async def drain_and_close(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Refuse new work, commit everything already accepted, then stop."""
         self.accepting = False
         self._wakeup.set()

@@ -12,7 +12,8 @@ lock="${TMPDIR:-/tmp}/autoplay-browser-deps.$(id -u).lock"
 exec 9>"$lock"
 flock 9
 
-if ! command -v chromium >/dev/null 2>&1; then
+# BROWSER_DEPS_SKIP_CHROMIUM=1: only the npm assets (scripts/demo.sh needs no browser).
+if [ "${BROWSER_DEPS_SKIP_CHROMIUM:-0}" != 1 ] && ! command -v chromium >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then
     echo "browser-deps: installing Debian chromium" >&2
     apt-get update -q >/dev/null

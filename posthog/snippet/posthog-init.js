@@ -11,7 +11,8 @@
  *     userId: "USER_ID_FROM_YOUR_AUTH",    // the SAME id the chat widget sends as customData.userId
  *     email: "user@theirdomain.com",
  *     productId: "YOUR_AUTOPLAY_PRODUCT_ID",
- *     options: {},                         // extra posthog.init options, merged last
+ *     options: {},                         // any other posthog.init options (persistence, ...);
+ *                                          // Step 1's own settings below always win
  *   });
  *
  * What it does is exactly Step 1 of the tutorial: person_profiles "identified_only", a 120 s idle
@@ -50,15 +51,15 @@
 
   function buildAutoplayPostHogConfig(opts) {
     if (!opts || !opts.apiHost) throw new Error("initAutoplayPostHog: apiHost is required");
-    var config = {
-      api_host: String(opts.apiHost).replace(/\/+$/, ""),
-      person_profiles: "identified_only",
-      session_idle_timeout_seconds: 120,
-    };
+    var config = {};
     var extra = opts.options || {};
     for (var k in extra) {
-      if (Object.prototype.hasOwnProperty.call(extra, k) && k !== "loaded") config[k] = extra[k];
+      if (Object.prototype.hasOwnProperty.call(extra, k)) config[k] = extra[k];
     }
+    // Step 1's settings win over `options`: the connector relies on them.
+    config.api_host = String(opts.apiHost).replace(/\/+$/, "");
+    config.person_profiles = "identified_only";
+    config.session_idle_timeout_seconds = 120;
     var userLoaded = extra.loaded;
     config.loaded = function (ph) {
       identifyUser(ph, opts);

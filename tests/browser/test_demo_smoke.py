@@ -49,6 +49,8 @@ async def test_pages_and_clicks_produce_posthog_events(chromium, demo_app_factor
         first = await fake.wait_for_event(_pageview("/"), what="$pageview on /")
         session_id = first["properties"]["$session_id"]
         assert session_id
+        # the user switcher's ?user=&email= are gone from the URL before posthog-js reads it
+        assert first["properties"]["$current_url"] == app.url + "/"
 
         # Projects: "Add Project"
         await page.click("#nav-projects")

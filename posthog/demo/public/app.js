@@ -28,6 +28,16 @@
     if (params.get("rasa")) store.setItem("demo.rasa", params.get("rasa"));
     else store.removeItem("demo.rasa");
   }
+  // Drop the switcher's parameters from the address bar before posthog-js reads $current_url,
+  // so the email never travels inside URLs.
+  if (params.has("user") || params.has("email") || params.has("rasa")) {
+    ["user", "email", "rasa"].forEach(function (k) {
+      params.delete(k);
+    });
+    var rest = params.toString();
+    window.history.replaceState(window.history.state, "",
+      window.location.pathname + (rest ? "?" + rest : "") + window.location.hash);
+  }
   var user = {
     id: store.getItem("demo.user") || USERS[0].id,
     email: store.getItem("demo.email") || USERS[0].email,
