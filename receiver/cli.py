@@ -4,8 +4,11 @@
     receiver migrate
     receiver product create <id> --contact-email E [--json]
     receiver product list | show <id> | rotate <id> [--stream-key] [--grace-seconds S] | delete <id> --yes
-    receiver product policy <id> [--email keep|hash|drop] [--query keep|strip] [--redact REGEX]...
 
+    receiver sql [psql options...]
+    receiver db maintain | grant-readonly <role> [--login] [--password [PW]]
+    receiver db retention <product> [--days N|default] [--payload-days N|default]
+    receiver erase --distinct-id <id> [--product <p>]
 Without ``RECEIVER_DATABASE_URL`` every command uses the embedded Postgres under
 ``RECEIVER_DATA_DIR`` (``./.data``), starting it if needed; ``serve`` stops it on exit if it
 started it, other commands stop it again right away.
@@ -20,6 +23,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import datetime
@@ -29,7 +33,7 @@ from typing import Any
 import asyncpg
 from pydantic import SecretStr
 
-from receiver import devdb, migrate, privacy, products, store
+from receiver import devdb, migrate, products, store
 from receiver.errors import ReceiverError
 from receiver.settings import Settings
 
@@ -205,11 +209,6 @@ def product_command(args: argparse.Namespace, settings: Settings) -> int:
             out = issued.as_dict(base)
             out["previous_credentials_expire_in_seconds"] = grace
             _print(out, args.json)
-        elif action == "policy":
-            out = policy_command(args, settings)
-            if not args.json:
-                out = {k: ", ".join(v) if isinstance(v, list) else v for k, v in out.items()}
-            _print(out, args.json)
         elif action == "delete":
             if not args.yes:
                 print("refusing to delete without --yes (this deletes all its events)", file=sys.stderr)
@@ -219,31 +218,126 @@ def product_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def policy_command(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
-    """Show, or change and show, a product's privacy policy."""
-    changes = {
-        k: v for k, v in (("email", args.email), ("query", args.query)) if v is not None
+# --------------------------------------------------------------------------- sql, db, erase
+
+
+def sql_command(psql_args: list[str], settings: Settings) -> int:
+    """psql on the configured database (embedded included): exec'd, or run as a child while
+    an embedded server we started must be stopped afterwards."""
+    from receiver import sql
+
+    if psql_args[:1] == ["--"]:
+        psql_args = psql_args[1:]
+    embedded = settings.database_url is None
+    with database(settings) as settings:
+        migrate.upgrade(settings.database_url_str())
+        argv, env = sql.psql_invocation(settings.database_url_str(), psql_args)
+        if not embedded:
+            sys.stdout.flush()
+            os.execvpe(argv[0], argv, env)  # noqa: S606 - replaces this process by design
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C belongs to psql
+        try:
+            return subprocess.run(argv, env=env, check=False).returncode
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+_UNSET: Any = object()
+
+
+def _days(value: str) -> int | None:
+    if value == "default":
+        return None
+    days = int(value)
+    if days < 0:
+        raise argparse.ArgumentTypeError("days must be >= 0 (0 = forever) or 'default'")
+    return days
+
+
+async def _set_retention(conn: asyncpg.Connection, args: argparse.Namespace, settings: Settings) -> Any:
+    sets, values = [], [args.product_id]
+    for column, attr in (("retention_days", "days"), ("payload_retention_days", "payload_days")):
+        if getattr(args, attr) is not _UNSET:
+            values.append(getattr(args, attr))
+            sets.append(f"{column} = ${len(values)}")
+    if sets:
+        await conn.execute(
+            f"UPDATE products SET {', '.join(sets)}, updated_at = now() WHERE product_id = $1",  # noqa: S608
+            *values,
+        )
+    row = await conn.fetchrow(
+        "SELECT retention_days, payload_retention_days FROM products WHERE product_id = $1",
+        args.product_id,
+    )
+    if row is None:
+        from receiver.errors import NotFoundError
+
+        raise NotFoundError(f"unknown product {args.product_id!r}")
+    days = row["retention_days"]
+    payload = row["payload_retention_days"]
+    return {
+        "product_id": args.product_id,
+        "retention_days": "default" if days is None else days,
+        "payload_retention_days": "default" if payload is None else payload,
+        "effective_retention_days": settings.retention_days if days is None else days,
+        "effective_payload_retention_days": (
+            settings.payload_retention_days if payload is None else payload
+        ),
+        "note": "0 = forever (payload: as long as the event); applied by the next maintenance",
     }
-    if args.redact is not None or args.no_redact:
-        changes["redact"] = [] if args.no_redact else args.redact
-    if args.builtin_redactions is not None:
-        names = [n.strip() for n in args.builtin_redactions.split(",") if n.strip()]
-        changes["builtin_redactions"] = [] if names == ["none"] else names
 
-    async def run(conn: asyncpg.Connection) -> privacy.Policy:
-        if not changes and not args.reset:
-            return await products.get_policy(conn, args.product_id)
-        current = privacy.DEFAULT if args.reset else await products.get_policy(conn, args.product_id)
-        policy = privacy.Policy.from_json({**current.to_json(), **changes})
-        if policy.needs_hash_key and settings.pii_hash_key is None:
-            raise privacy.PolicyError(
-                "--email hash needs RECEIVER_PII_HASH_KEY: set the same key here and on every "
-                "receiver process (they refuse to start without it once a product hashes emails)"
+
+def db_command(args: argparse.Namespace, settings: Settings) -> int:
+    from receiver import retention, sql
+
+    with database(settings) as settings:
+        migrate.upgrade(settings.database_url_str())
+        if args.db_action == "maintain":
+            policy = retention.policy_from(settings)
+            report = _run(_with_conn(settings, lambda c: retention.maintain(c, policy)))
+            _print(report.as_dict(), args.json)
+            return 3 if report.skipped else 0
+        if args.db_action == "grant-readonly":
+            password = args.password
+            if password == "":
+                import getpass
+
+                password = getpass.getpass(f"password for role {args.role}: ")
+            out = _run(
+                _with_conn(
+                    settings,
+                    lambda c: sql.grant_readonly(c, args.role, password=password, login=args.login),
+                )
             )
-        return await products.set_policy(conn, args.product_id, policy)
+            _print(out, args.json)
+            return 0
+        out = _run(_with_conn(settings, lambda c: _set_retention(c, args, settings)))
+        _print(out, args.json)
+    return 0
 
-    policy = _run(_with_conn(settings, run))
-    return {"product_id": args.product_id, **policy.to_json()}
+
+def erase_command(args: argparse.Namespace, settings: Settings) -> int:
+    from receiver import retention
+
+    with database(settings) as settings:
+        migrate.upgrade(settings.database_url_str())
+        counts = _run(
+            _with_conn(settings, lambda c: retention.erase(c, args.distinct_id, args.product))
+        )
+        removed = counts["events"] + counts["session_events"]
+        out = {
+            "distinct_id": args.distinct_id, "product": args.product or "(all)",
+            "rows_removed": removed, **counts,
+        }
+        if args.json:
+            _print(out, True)
+        else:
+            print(
+                f"removed {removed} rows: {counts['events']} events of {args.distinct_id!r} "
+                f"and {counts['session_events']} other events of their sessions "
+                f"(product: {out['product']})"
+            )
+    return 0
 
 
 # --------------------------------------------------------------------------- main
@@ -286,36 +380,48 @@ def build_parser() -> argparse.ArgumentParser:
     p_delete = psub.add_parser("delete", help="delete a product and all its events")
     p_delete.add_argument("product_id")
     p_delete.add_argument("--yes", action="store_true")
-    p_policy = psub.add_parser(
-        "policy",
-        help="show or change a product's privacy policy (applies to events received from then on)",
-        description="Without options: show the policy. Options change only what they name.",
+    for p in (p_create, p_list, p_show, p_rotate, p_delete):
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sub.add_parser(
+        "sql", help="open psql on the configured database (extra options go to psql)",
+        description="Open psql on the configured database, embedded included. Any further "
+        "options are passed to psql, e.g. receiver sql -c 'SELECT * FROM daily_activity'.",
     )
-    p_policy.add_argument("product_id")
-    p_policy.add_argument(
-        "--email", choices=privacy.EMAIL_MODES,
-        help="keep the email, hash it (HMAC with RECEIVER_PII_HASH_KEY) or drop it",
+    p_db = sub.add_parser("db", help="database maintenance and access")
+    dsub = p_db.add_subparsers(dest="db_action", required=True)
+    p_maint = dsub.add_parser(
+        "maintain", help="create partitions ahead, apply retention, prune dedup keys (idempotent)"
     )
-    p_policy.add_argument(
-        "--query", choices=privacy.QUERY_MODES, help="keep or strip URL query strings and fragments"
+    p_grant = dsub.add_parser(
+        "grant-readonly", help="let a role read the events table and the views, nothing else"
     )
-    p_policy.add_argument(
-        "--redact", action="append", metavar="REGEX",
-        help="a redaction pattern (repeatable; replaces the product's custom patterns)",
+    p_grant.add_argument("role")
+    p_grant.add_argument("--login", action="store_true", help="a new role may log in (default NOLOGIN)")
+    p_grant.add_argument(
+        "--password", nargs="?", const="", default=None,
+        help="set a password (implies --login); prompts when no value is given",
     )
-    p_policy.add_argument("--no-redact", action="store_true", help="remove all custom patterns")
-    p_policy.add_argument(
-        "--builtin-redactions", metavar="NAMES",
-        help="comma-separated builtin patterns (card_number,email) or 'none'",
+    p_ret = dsub.add_parser("retention", help="show or set a product's retention")
+    p_ret.add_argument("product_id")
+    p_ret.add_argument("--days", type=_days, default=_UNSET, help="N, 0 = forever, or 'default'")
+    p_ret.add_argument(
+        "--payload-days", type=_days, default=_UNSET,
+        help="days the raw payload is kept: N, 0 = as long as the event, or 'default'",
     )
-    p_policy.add_argument("--reset", action="store_true", help="start from the default policy")
-    for p in (p_create, p_list, p_show, p_rotate, p_delete, p_policy):
+    p_erase = sub.add_parser("erase", help="delete one person's events and print how many")
+    p_erase.add_argument("--distinct-id", required=True)
+    p_erase.add_argument("--product", help="only this product (default: all products)")
+    for p in (p_maint, p_grant, p_ret, p_erase):
         p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "sql":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     overrides = {
         k: v for k, v in (
             ("host", getattr(args, "host", None)),
@@ -335,6 +441,12 @@ def main(argv: list[str] | None = None) -> int:
                 migrate.upgrade(s.database_url_str())
                 print(f"database at migration {migrate.head_revision()}")
             return 0
+        if args.command == "sql":
+            return sql_command(extra, settings)
+        if args.command == "db":
+            return db_command(args, settings)
+        if args.command == "erase":
+            return erase_command(args, settings)
         return product_command(args, settings)
     except ReceiverError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)
