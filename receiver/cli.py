@@ -4,6 +4,7 @@
     receiver migrate
     receiver product create <id> --contact-email E [--json]
     receiver product list | show <id> | rotate <id> [--stream-key] [--grace-seconds S] | delete <id> --yes
+    receiver product policy <id> [--email keep|hash|drop] [--query keep|strip] [--redact REGEX]...
 
     receiver sql [psql options...]
     receiver db maintain | grant-readonly <role> [--login] [--password [PW]]
@@ -33,7 +34,7 @@ from typing import Any
 import asyncpg
 from pydantic import SecretStr
 
-from receiver import devdb, migrate, products, store
+from receiver import devdb, migrate, privacy, products, store
 from receiver.errors import ReceiverError
 from receiver.settings import Settings
 
@@ -209,6 +210,11 @@ def product_command(args: argparse.Namespace, settings: Settings) -> int:
             out = issued.as_dict(base)
             out["previous_credentials_expire_in_seconds"] = grace
             _print(out, args.json)
+        elif action == "policy":
+            out = policy_command(args, settings)
+            if not args.json:
+                out = {k: ", ".join(v) if isinstance(v, list) else v for k, v in out.items()}
+            _print(out, args.json)
         elif action == "delete":
             if not args.yes:
                 print("refusing to delete without --yes (this deletes all its events)", file=sys.stderr)
@@ -216,6 +222,33 @@ def product_command(args: argparse.Namespace, settings: Settings) -> int:
             removed = _run(_with_conn(settings, lambda c: products.delete(c, args.product_id)))
             _print({"deleted": args.product_id, "events_removed": removed}, args.json)
     return 0
+
+
+def policy_command(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
+    """Show, or change and show, a product's privacy policy."""
+    changes = {
+        k: v for k, v in (("email", args.email), ("query", args.query)) if v is not None
+    }
+    if args.redact is not None or args.no_redact:
+        changes["redact"] = [] if args.no_redact else args.redact
+    if args.builtin_redactions is not None:
+        names = [n.strip() for n in args.builtin_redactions.split(",") if n.strip()]
+        changes["builtin_redactions"] = [] if names == ["none"] else names
+
+    async def run(conn: asyncpg.Connection) -> privacy.Policy:
+        if not changes and not args.reset:
+            return await products.get_policy(conn, args.product_id)
+        current = privacy.DEFAULT if args.reset else await products.get_policy(conn, args.product_id)
+        policy = privacy.Policy.from_json({**current.to_json(), **changes})
+        if policy.needs_hash_key and settings.pii_hash_key is None:
+            raise privacy.PolicyError(
+                "--email hash needs RECEIVER_PII_HASH_KEY: set the same key here and on every "
+                "receiver process (they refuse to start without it once a product hashes emails)"
+            )
+        return await products.set_policy(conn, args.product_id, policy)
+
+    policy = _run(_with_conn(settings, run))
+    return {"product_id": args.product_id, **policy.to_json()}
 
 
 # --------------------------------------------------------------------------- sql, db, erase
@@ -380,7 +413,30 @@ def build_parser() -> argparse.ArgumentParser:
     p_delete = psub.add_parser("delete", help="delete a product and all its events")
     p_delete.add_argument("product_id")
     p_delete.add_argument("--yes", action="store_true")
-    for p in (p_create, p_list, p_show, p_rotate, p_delete):
+    p_policy = psub.add_parser(
+        "policy",
+        help="show or change a product's privacy policy (applies to events received from then on)",
+        description="Without options: show the policy. Options change only what they name.",
+    )
+    p_policy.add_argument("product_id")
+    p_policy.add_argument(
+        "--email", choices=privacy.EMAIL_MODES,
+        help="keep the email, hash it (HMAC with RECEIVER_PII_HASH_KEY) or drop it",
+    )
+    p_policy.add_argument(
+        "--query", choices=privacy.QUERY_MODES, help="keep or strip URL query strings and fragments"
+    )
+    p_policy.add_argument(
+        "--redact", action="append", metavar="REGEX",
+        help="a redaction pattern (repeatable; replaces the product's custom patterns)",
+    )
+    p_policy.add_argument("--no-redact", action="store_true", help="remove all custom patterns")
+    p_policy.add_argument(
+        "--builtin-redactions", metavar="NAMES",
+        help="comma-separated builtin patterns (card_number,email) or 'none'",
+    )
+    p_policy.add_argument("--reset", action="store_true", help="start from the default policy")
+    for p in (p_create, p_list, p_show, p_rotate, p_delete, p_policy):
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
     sub.add_parser(

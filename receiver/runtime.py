@@ -9,17 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 import asyncpg
 
-from receiver import retention, store
+from receiver import privacy, products, retention, store
 from receiver.errors import UnavailableError
 from receiver.hub import Hub
 from receiver.limits import Limits
 from receiver.metrics import Metrics
 from receiver.products import Directory, ProductAuth
 from receiver.settings import Settings
+from receiver.store import Pending
 from receiver.writer import Writer
 
 log = logging.getLogger("receiver")
@@ -69,6 +71,11 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
     metrics = Metrics()
     hub = Hub(pool, ring_size=settings.stream_ring_size, poll_seconds=settings.poll_seconds)
     directory = Directory(pool)
+    try:
+        await check_hash_key(pool, settings)
+    except BaseException:
+        pool.terminate()
+        raise
     hub.on_products_changed = directory.invalidate
     writer = Writer(
         pool, max_batch=settings.batch_max_events, on_commit=hub.published,
@@ -84,6 +91,8 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
         settings=settings, pool=pool, hub=hub, writer=writer, directory=directory,
         limits=limits, metrics=metrics, migration_head=migration_head,
     )
+    writer.prepare = _privacy_step(directory, settings.hash_key_bytes())
+    writer.counted = metrics.observe_outcomes
     writer.start()
     await hub.start(store.asyncpg_dsn(url))
     rt.maintenance = retention.start_background(
@@ -91,6 +100,39 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
     )
     register(rt)
     return rt
+
+
+class ConfigurationError(RuntimeError):
+    """The receiver must not start with this configuration."""
+
+
+async def check_hash_key(pool: asyncpg.Pool, settings: Settings) -> None:
+    """Refuse to start when a product hashes emails and RECEIVER_PII_HASH_KEY is not set."""
+    if settings.pii_hash_key is not None:
+        return
+    with store.unavailable("reading privacy policies"):
+        async with pool.acquire() as conn:
+            hashing = await products.products_hashing_emails(conn)
+    if hashing:
+        raise ConfigurationError(
+            "RECEIVER_PII_HASH_KEY is not set but these products hash emails: "
+            + ", ".join(hashing[:10])
+        )
+
+
+def _privacy_step(directory: Directory, hash_key: bytes | None):  # type: ignore[no-untyped-def]
+    """The writer's prepare hook: every event through its product's privacy policy."""
+
+    async def prepare(items: Sequence[Pending]) -> list[Pending]:
+        out = []
+        for p in items:
+            with store.unavailable("looking up the privacy policy"):
+                auth = await directory.get(p.product_id)
+            policy = auth.policy if auth is not None else privacy.DEFAULT
+            out.append(replace(p, event=privacy.apply(policy, p.event, hash_key)))
+        return out
+
+    return prepare
 
 
 async def stop(rt: Runtime) -> None:

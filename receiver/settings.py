@@ -61,6 +61,12 @@ class Settings(BaseSettings):
     # (0 = never; run `receiver db maintain` from cron instead).
     maintenance_seconds: float = Field(default=3600.0, ge=0)
 
+    # Privacy: the installation's key for hashed emails (privacy_policy.email = "hash").
+    # Required as soon as one product hashes emails; the receiver refuses to start without it.
+    # Changing it changes every hash from then on (users are counted anew).
+    pii_hash_key: SecretStr | None = None
+
+    # Logs: one JSON object per line with RECEIVER_LOG_JSON=true (request ids included).
     log_level: str = "INFO"
     log_json: bool = False
 
@@ -73,6 +79,20 @@ class Settings(BaseSettings):
                 if value.startswith(prefix):
                     return "postgresql+asyncpg://" + value[len(prefix) :]
         return value
+
+    @field_validator("pii_hash_key", mode="after")
+    @classmethod
+    def _strong_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value() == "":
+            return None
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("RECEIVER_PII_HASH_KEY must be at least 16 characters (use 32+ random bytes)")
+        return value
+
+    def hash_key_bytes(self) -> bytes | None:
+        if self.pii_hash_key is None:
+            return None
+        return self.pii_hash_key.get_secret_value().encode("utf-8")
 
     def base_url(self) -> str:
         if self.public_url:
