@@ -137,8 +137,8 @@ event_keys = sa.Table(
     sa.Column("product_id", sa.Text, primary_key=True),
     sa.Column("dedup_key", sa.Text, primary_key=True),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
-    comment="Deduplication keys of accepted events (PostHog delivers at least once). "
-    "Pruned with the event retention (receiver.retention).",
+    # Pruned with the event retention (receiver.retention).
+    comment="Deduplication keys of accepted events (PostHog delivers at least once).",
 )
 
 session_counters = sa.Table(
