@@ -21,17 +21,21 @@ run: $(STAMP)
 
 ## The whole suite against a throwaway Postgres.
 test: $(STAMP) browser-deps rasa-venv
-	$(PY) -m ruff check receiver bridge tests migrations
+	$(PY) -m ruff check receiver bridge tests migrations posthog scripts bench
 	$(PY) -m pytest -q -ra
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow and not browser and not rasa"
 
 lint: $(STAMP)
-	$(PY) -m ruff check receiver bridge tests migrations
+	$(PY) -m ruff check receiver bridge tests migrations posthog scripts bench
 
 browser-deps:
 	@bash scripts/browser-deps.sh
+
+## The "Direct, on-prem" demo: receiver + embedded Postgres + demo product + demo app (Ctrl-C stops all).
+demo: $(STAMP)
+	@bash scripts/demo.sh
 
 rasa-venv:
 	@bash scripts/rasa-venv.sh

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from receiver import health, ingest, onboarding, responses, runtime, stream
+from receiver import capture, health, ingest, onboarding, responses, runtime, stream
 from receiver.errors import ReceiverError
 from receiver.migrate import head_revision
 from receiver.settings import Settings
@@ -37,6 +37,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(RequestValidationError, responses.on_validation_error)
     app.add_exception_handler(StarletteHTTPException, responses.on_http_error)
     app.add_exception_handler(Exception, responses.on_unexpected)
-    for module in (ingest, stream, onboarding, health):
+    for module in (ingest, capture, stream, onboarding, health):
         app.include_router(module.router)
+    # CORS for the browser-facing capture/flags/config routes only (see receiver.capture).
+    app.add_middleware(capture.CaptureCORS)
     return app

@@ -150,6 +150,9 @@ def parse_timestamp(value: object, *, received_at: datetime) -> datetime | None:
     """ISO 8601 (liberally) or epoch seconds/milliseconds; None when unparseable."""
     if value is None or isinstance(value, bool):
         return None
+    if isinstance(value, datetime):
+        # from_capture's caller passes an already-resolved time (capture's clock-skew rules).
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC)
     if isinstance(value, int | float):
         seconds = float(value)
         if seconds > 1e11:  # milliseconds
