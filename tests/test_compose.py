@@ -1,0 +1,61 @@
+"""docker-compose.yml parses and matches what the README promises (no Docker engine needed)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = {"postgres": None, "receiver": 8000, "bridge": 8090, "action-server": 5055, "rasa": 5005}
+
+
+def load() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_every_service_with_port_and_healthcheck() -> None:
+    services = load()["services"]
+    assert set(services) == set(SERVICES)
+    for name, port in SERVICES.items():
+        assert "healthcheck" in services[name], name
+        if port is not None:
+            assert f"{port}:{port}" in services[name]["ports"], name
+
+
+def test_receiver_migrates_at_start_and_waits_for_postgres() -> None:
+    services = load()["services"]
+    receiver = services["receiver"]
+    assert receiver["depends_on"]["postgres"]["condition"] == "service_healthy"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    # `receiver serve` applies migrations before it listens.
+    assert 'CMD ["receiver", "serve"]' in dockerfile
+    assert "@postgres:5432/" in receiver["environment"]["RECEIVER_DATABASE_URL"]
+    assert services["action-server"]["environment"]["BRIDGE_URL"] == "http://bridge:8090"
+    assert "endpoints.docker.yml" in services["rasa"]["command"]
+    actions = (ROOT / "rasa-bot" / "Dockerfile.actions").read_text()
+    assert "httpx==" in actions
+    assert "python-socketio==5.8.0" in (ROOT / "rasa-bot" / "Dockerfile").read_text()
+
+
+def test_no_secret_is_committed() -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    # Secrets come from .env via ${VAR} substitution only.
+    for key in ("POSTGRES_PASSWORD", "RECEIVER_ADMIN_TOKEN"):
+        for line in text.splitlines():
+            if key + ":" in line:
+                assert "${" in line, line
+    example = (ROOT / ".env.example").read_text()
+    for line in example.splitlines():
+        if re.match(r"^(POSTGRES_PASSWORD|RECEIVER_ADMIN_TOKEN|BRIDGE_STREAM_TOKEN|BRIDGE_LLM_API_KEY)=", line):
+            assert line.endswith("="), line
+    assert ".env" in (ROOT / ".gitignore").read_text().split()
+
+
+def test_readme_names_every_service_and_port() -> None:
+    readme = (ROOT / "README.md").read_text()
+    for name, port in SERVICES.items():
+        assert f"`{name}`" in readme, name
+        if port is not None:
+            assert str(port) in readme, port
