@@ -165,6 +165,11 @@ class Hub:
                 self._schedule_fetch(feed, position)
 
     def _on_products(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        # The product's events may have changed under us (``receiver erase``): forget the
+        # cached frames, so resuming subscribers read them from the database again.
+        feed = self.feeds.get(payload) if payload else None
+        if feed is not None:
+            feed.ring.clear()
         self.on_products_changed(payload or None)
 
     async def _refresh_all(self) -> None:

@@ -40,6 +40,8 @@ from typing import Any
 
 import asyncpg
 
+from receiver.store import NOTIFY_PRODUCTS
+
 log = logging.getLogger("receiver.retention")
 
 PARTITION_RE = re.compile(r"^events_p(\d{8})$")
@@ -355,28 +357,42 @@ async def erase(
     the sessions they appear in (the anonymous events before identify() share the session).
 
     Dedup keys stay: they are uuids or payload hashes and hold no personal data, and keeping
-    them stops a late PostHog redelivery from bringing an erased event back.
+    them stops a late PostHog redelivery from bringing an erased event back. Running
+    receivers are told (``receiver_products`` notification) to drop the stream frames they
+    cache for the affected products.
     """
     async with conn.transaction():
-        sessions = await conn.execute(
+        mates = await conn.fetch(
             """
-            DELETE FROM events e USING (
-                SELECT DISTINCT product_id, session_id FROM events
-                WHERE distinct_id = $1 AND session_id IS NOT NULL
-                  AND ($2::text IS NULL OR product_id = $2)
-            ) s
-            WHERE e.product_id = s.product_id AND e.session_id = s.session_id
-              AND e.distinct_id IS DISTINCT FROM $1
+            WITH gone AS (
+                DELETE FROM events e USING (
+                    SELECT DISTINCT product_id, session_id FROM events
+                    WHERE distinct_id = $1 AND session_id IS NOT NULL
+                      AND ($2::text IS NULL OR product_id = $2)
+                ) s
+                WHERE e.product_id = s.product_id AND e.session_id = s.session_id
+                  AND e.distinct_id IS DISTINCT FROM $1
+                RETURNING e.product_id
+            )
+            SELECT product_id, count(*) AS n FROM gone GROUP BY product_id
             """,
             distinct_id, product_id,
         )
-        own = await conn.execute(
-            "DELETE FROM events WHERE distinct_id = $1 AND ($2::text IS NULL OR product_id = $2)",
+        own = await conn.fetch(
+            """
+            WITH gone AS (
+                DELETE FROM events WHERE distinct_id = $1 AND ($2::text IS NULL OR product_id = $2)
+                RETURNING product_id
+            )
+            SELECT product_id, count(*) AS n FROM gone GROUP BY product_id
+            """,
             distinct_id, product_id,
         )
+        for pid in sorted({r["product_id"] for r in (*mates, *own)}):
+            await conn.execute("SELECT pg_notify($1, $2)", NOTIFY_PRODUCTS, pid)
     return {
-        "events": int(own.split()[-1]),
-        "session_events": int(sessions.split()[-1]),
+        "events": sum(r["n"] for r in own),
+        "session_events": sum(r["n"] for r in mates),
     }
 
 
