@@ -9,8 +9,9 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from receiver import capture, health, ingest, onboarding, responses, runtime, stream
+from receiver import admin, capture, health, ingest, onboarding, responses, runtime, stream
 from receiver.errors import ReceiverError
+from receiver.logging import RequestContextMiddleware
 from receiver.migrate import head_revision
 from receiver.settings import Settings
 
@@ -41,4 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     # CORS for the browser-facing capture/flags/config routes only (see receiver.capture).
     app.add_middleware(capture.CaptureCORS)
+    app.include_router(admin.router)
+    # Outermost: request ids, access log and ingest metrics see every request as answered.
+    app.add_middleware(RequestContextMiddleware)
     return app

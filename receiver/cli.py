@@ -35,6 +35,7 @@ import asyncpg
 from pydantic import SecretStr
 
 from receiver import devdb, migrate, privacy, products, store
+from receiver import logging as receiver_logging
 from receiver.errors import ReceiverError
 from receiver.settings import Settings
 
@@ -112,6 +113,8 @@ def serve(settings: Settings) -> int:
             host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
             proxy_headers=False, timeout_graceful_shutdown=10, access_log=False,
             loop="uvloop", http="httptools", lifespan="on",
+            # Our handler (receiver.logging) formats uvicorn's records too (JSON or text).
+            log_config=None,
         )
         print(f"receiver listening on http://{settings.host}:{settings.port}", file=sys.stderr)
         server_class = _server_class()
@@ -377,10 +380,7 @@ def erase_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _configure_logging(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    receiver_logging.configure(level=settings.log_level, json=settings.log_json)
 
 
 def build_parser() -> argparse.ArgumentParser:

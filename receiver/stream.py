@@ -193,7 +193,20 @@ async def stream(
     if not product.stream_ok(bearer_token(authorization)):
         rt.limits.auth_failed(request, product_id)
         raise UnauthorizedError("missing or invalid Bearer stream key")
+    return await open_stream(
+        rt, product_id, since=since, replay=replay, last_event_id=last_event_id
+    )
 
+
+async def open_stream(
+    rt: Runtime,
+    product_id: str,
+    *,
+    since: str | None,
+    replay: str | None,
+    last_event_id: str | None,
+) -> SSEResponse:
+    """The SSE response for an already-authenticated subscriber (the SDK's or the admin's)."""
     # Last-Event-ID is what a reconnecting EventSource actually reached, so it wins over the
     # since/replay of the URL it reconnects with.
     resume = _parse_position(last_event_id, "Last-Event-ID")

@@ -1,0 +1,115 @@
+"""Every documented metric is exported by /metrics and moves when the receiver works."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from tests.privacy.helpers import read_stream
+
+
+def scrape(base: str) -> dict[str, float]:
+    r = httpx.get(f"{base}/metrics", timeout=10)
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    out: dict[str, float] = {}
+    for line in r.text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+def value(metrics: dict[str, float], name: str, **labels: str) -> float:
+    """The sample ``name`` whose labels include ``labels`` (0 when absent)."""
+    for key, v in metrics.items():
+        m = re.fullmatch(r"([^{]+)(?:\{(.*)\})?", key)
+        assert m
+        if m.group(1) != name:
+            continue
+        have = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if all(have.get(k) == v2 for k, v2 in labels.items()):
+            return v
+    return 0.0
+
+
+def click() -> dict[str, Any]:
+    return {
+        "event": "$autocapture", "event_type": "click", "uuid": str(uuid.uuid4()),
+        "distinct_id": "u-1", "session_id": "s-1", "current_url": "https://app.example.com/",
+        "elements_chain": 'button:text="Go"',
+    }
+
+
+def test_every_metric_is_exported_and_moves(receiver: Any, make_product: Callable[..., Any]) -> None:
+    base = receiver.base_url
+    product = make_product()
+    pid = product.product_id
+    route = "/webhook/{product_id}"
+    before = scrape(base)
+    names = {re.sub(r"\{.*", "", k) for k in before}
+    for name in (
+        "receiver_commit_batch_events_count", "receiver_commit_seconds_count",
+        "receiver_db_pool_size", "receiver_db_pool_idle",
+    ):
+        assert name in names, name
+
+    secret = {"x-posthog-secret": product.webhook_secret}
+    duplicate = click()
+    for body in (click(), click(), duplicate, duplicate):
+        assert httpx.post(product.webhook_url, json=body, headers=secret).status_code == 200
+    r = httpx.post(product.webhook_url, json=click(), headers={"x-posthog-secret": "wrong"})
+    assert r.status_code == 401
+    r = httpx.post(product.webhook_url, content=b"{", headers={**secret, "content-type": "application/json"})
+    assert r.status_code == 400
+
+    async def streams() -> tuple[dict[str, float], dict[str, float]]:
+        auth = {"Authorization": f"Bearer {product.stream_key}"}
+        started = asyncio.Event()
+        live = asyncio.create_task(
+            read_stream(product.stream_url, headers=auth, frames=1, started=started)
+        )
+        await asyncio.wait_for(started.wait(), 10)
+        during = await asyncio.to_thread(scrape, base)
+        r = await asyncio.to_thread(httpx.post, product.webhook_url, json=click(), headers=secret)
+        assert r.status_code == 200
+        await live
+        # A subscriber that starts at 0 is behind the (empty) ring: it replays from Postgres.
+        await read_stream(f"{product.stream_url}?since=0", headers=auth, frames=4)
+        await asyncio.sleep(0.2)
+        return during, await asyncio.to_thread(scrape, base)
+
+    during, after = asyncio.run(streams())
+
+    assert value(after, "receiver_ingest_requests_total", route=route, status="200") - value(
+        before, "receiver_ingest_requests_total", route=route, status="200"
+    ) == 5
+    assert value(after, "receiver_ingest_requests_total", route=route, status="401") >= 1
+    assert value(after, "receiver_ingest_requests_total", route=route, status="400") >= 1
+    assert value(after, "receiver_ack_latency_seconds_count", route=route) >= 5
+    assert value(after, "receiver_ack_latency_seconds_bucket", route=route, le="+Inf") >= 5
+    assert value(after, "receiver_ingest_events_total", outcome="stored") == 4
+    assert value(after, "receiver_ingest_events_total", outcome="duplicate") == 1
+    assert value(after, "receiver_commit_batch_events_count") >= 4
+    assert value(after, "receiver_commit_batch_events_sum") >= 4
+    assert value(during, "receiver_stream_subscribers", product_id=pid) == 1
+    assert value(after, "receiver_stream_subscribers", product_id=pid) == 0
+    assert f'receiver_stream_lag_events{{product_id="{pid}"}}' in after
+    assert value(after, "receiver_stream_replayed_events_total", product_id=pid) >= 4
+    assert value(after, "receiver_db_pool_size") >= 1
+    assert "receiver_db_pool_idle" in after
+    # Health and metrics requests are not ingest.
+    assert not any('route="/metrics"' in k for k in after)
+
+
+def test_capture_requests_are_counted_by_route(receiver: Any, make_product: Callable[..., Any]) -> None:
+    r = httpx.post(f"{receiver.base_url}/e/", json={"api_key": "phc_unknown", "batch": []})
+    if r.status_code == 404:  # the capture API is not in this build
+        return
+    routes = {k for k in scrape(receiver.base_url) if k.startswith("receiver_ingest_requests_total")}
+    assert any('route="/e/"' in k or 'route="/e"' in k for k in routes), routes
