@@ -96,6 +96,9 @@ def luhn_ok(digits: str) -> bool:
 
 
 def _redact_cards(text: str) -> str:
+    if len(text) < 13:
+        return text
+
     def sub(m: re.Match[str]) -> str:
         digits = re.sub(r"\D", "", m.group(0))
         return REDACTED if 13 <= len(digits) <= 19 and luhn_ok(digits) else m.group(0)
@@ -104,6 +107,8 @@ def _redact_cards(text: str) -> str:
 
 
 def _redact_emails(text: str) -> str:
+    if "@" not in text and "%40" not in text:
+        return text
     return EMAIL_RE.sub(REDACTED, text)
 
 
@@ -222,9 +227,14 @@ def strip_query(url: str) -> str:
     return url[:cut]
 
 
+_IP_CHARS = re.compile(r"\s*\[?[0-9A-Fa-f:.]+(?:%[\w.\-]+)?\]?(?::\d+)?\s*")
+
+
 def looks_like_ip(value: str) -> bool:
+    if not 2 <= len(value) <= 80 or not _IP_CHARS.fullmatch(value):
+        return False
     text = value.strip()
-    if not 2 <= len(text) <= 64 or ("." not in text and ":" not in text):
+    if "." not in text and ":" not in text:
         return False
     if text.startswith("[") and "]" in text:  # [v6]:port
         text = text[1 : text.index("]")]

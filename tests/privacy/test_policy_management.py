@@ -136,3 +136,23 @@ def test_policy_change_applies_to_a_running_receiver(
         assert time.monotonic() < deadline, "policy change not applied"
         time.sleep(0.2)
     assert rows[0]["email"] == "amy@example.com"  # stored before the change: not rewritten
+
+
+def test_hash_policy_on_a_receiver_without_key_fails_closed(
+    receiver_factory: Callable[..., Any], database_url: str
+) -> None:
+    """Set from elsewhere (a CLI with the key) while this receiver runs without it: 503, no row."""
+    live = receiver_factory()  # no RECEIVER_PII_HASH_KEY
+    r = httpx.post(f"{live.base_url}/products", json={"product_id": "fc", "contact_email": "o@example.com"})
+    secret = {"x-posthog-secret": r.json()["webhook_secret"]}
+    assert cli(database_url, "product", "policy", "fc", "--email", "hash").returncode == 0
+    deadline = time.monotonic() + 15
+    while True:
+        r = httpx.post(f"{live.base_url}/webhook/fc", json=click(), headers=secret)
+        if r.status_code == 503:
+            break
+        assert r.status_code == 200 and time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+    assert "RECEIVER_PII_HASH_KEY" in r.json()["detail"] and "Retry-After" in r.headers
+    rows = asyncio.run(fetch(database_url, "SELECT email FROM events"))
+    assert all(row["email"] == "amy@example.com" for row in rows)  # only rows from before
