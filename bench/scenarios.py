@@ -1,0 +1,670 @@
+"""The scenarios of ``make bench``. Each returns plain data for ``results.json``.
+
+All traffic is on 127.0.0.1. Every process is started through :class:`bench.common.Procs`
+and stopped in a ``finally``; every loop is bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.common import (
+    BODY_TEMPLATE,
+    PY,
+    ROOT,
+    SESSIONS,
+    VENV_BIN,
+    Procs,
+    body,
+    free_port,
+    rss_kib,
+    summarize_ms,
+    uuid_for,
+)
+
+LUA = ROOT / "bench" / "wrk" / "webhook.lua"
+
+
+@dataclass
+class Ctx:
+    procs: Procs
+    db_url: str  # postgresql+asyncpg://… of the durable bench cluster
+    work: Path  # scratch directory for child outputs and logs
+    quick: bool = False
+    smoke: bool = False  # tiny sizes: proves the harness end to end, measures nothing
+    profile_dir: Path | None = None
+
+    def seconds(self, full: float, quick: float) -> float:
+        if self.smoke:
+            return 1.0
+        return quick if self.quick else full
+
+
+# --------------------------------------------------------------------------- postgres
+
+
+@contextmanager
+def durable_postgres() -> Iterator[tuple[Any, str]]:
+    """A throwaway cluster with the receiver's durability: fsync and synchronous_commit on."""
+    from receiver import devdb, migrate
+
+    root = Path(tempfile.mkdtemp(prefix="rcvbench", dir="/tmp"))  # short path: socket limit
+    srv = devdb.server(root / "data", ephemeral=False)
+    srv.start()
+    try:
+        asyncio.run(_admin(srv.dsn("postgres"), "CREATE DATABASE bench"))
+        url = srv.url("bench")
+        migrate.upgrade(url)
+        yield srv, url
+    finally:
+        srv.stop(mode="immediate")
+        devdb.remove(root)
+
+
+async def _admin(dsn: str, *sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        for s in sql:
+            await conn.execute(s)
+    finally:
+        await conn.close()
+
+
+async def pg_settings(dsn: str) -> dict[str, str]:
+    import asyncpg
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        out = {}
+        for name in (
+            "server_version", "fsync", "synchronous_commit", "full_page_writes", "wal_sync_method",
+            "commit_delay", "shared_buffers", "max_wal_size",
+        ):
+            out[name] = await conn.fetchval(f"SHOW {name}")
+        return out
+    finally:
+        await conn.close()
+
+
+def _dsn(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+async def _count_events(url: str, product_id: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM events WHERE product_id=$1", product_id))
+    finally:
+        await conn.close()
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[Any]
+    port: int
+    kind: str
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def start_receiver(ctx: Ctx, workers: int = 1, **env_extra: str) -> Server:
+    port = free_port()
+    env = {
+        **os.environ,
+        "RECEIVER_DATABASE_URL": ctx.db_url,
+        "RECEIVER_HOST": "127.0.0.1",
+        "RECEIVER_PORT": str(port),
+        "RECEIVER_LOG_LEVEL": "WARNING",
+        # Heartbeats every 15 s by default; keep them out of the measured windows.
+        "RECEIVER_HEARTBEAT_SECONDS": "60",
+        **env_extra,
+    }
+    log = (ctx.work / f"receiver-{port}.log").open("wb")
+    p = ctx.procs.start(
+        [str(VENV_BIN / "receiver"), "serve", "--workers", str(workers)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+    )
+    _wait_ready(f"http://127.0.0.1:{port}/readyz", p)
+    return Server(p, port, "receiver")
+
+
+def start_noop(ctx: Ctx, workers: int = 1) -> Server:
+    port = free_port()
+    log = (ctx.work / f"noop-{port}.log").open("wb")
+    p = ctx.procs.start(
+        [PY, "-m", "bench.noop_app", "--port", str(port), "--workers", str(workers)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+    )
+    _wait_ready(f"http://127.0.0.1:{port}/readyz", p)
+    return Server(p, port, "noop")
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[Any], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early ({proc.returncode}); see logs")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+@dataclass
+class Product:
+    product_id: str
+    secret: str
+    token: str
+
+
+def make_product(srv: Server, product_id: str) -> Product:
+    r = httpx.post(
+        f"{srv.base}/products", json={"product_id": product_id, "contact_email": "bench@example.com"},
+        timeout=10,
+    )
+    r.raise_for_status()
+    d = r.json()
+    return Product(product_id, d["webhook_secret"], d["unkey_key"])
+
+
+# --------------------------------------------------------------------------- 1 / 6: ingest
+
+
+def wrk(ctx: Ctx, url: str, secret: str, seconds: float, conns: int) -> dict[str, Any]:
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (bench/run.sh installs it with apt-get)")
+    env = {
+        **os.environ,
+        "BENCH_SECRET": secret,
+        "BENCH_BODY": BODY_TEMPLATE,
+        "BENCH_SESSIONS": str(SESSIONS),
+        "BENCH_RUN": str(int.from_bytes(os.urandom(3), "big")),
+    }
+    res = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s",
+         str(LUA), url],
+        env=env, capture_output=True, text=True, timeout=seconds + 60, check=False,
+    )
+    line = next((x for x in res.stdout.splitlines() if x.startswith("BENCH ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {res.stdout[-1000:]} {res.stderr[-1000:]}")
+    d = json.loads(line[6:])
+    secs = d["duration_us"] / 1e6
+    d["ok_per_s"] = round(d["ok"] / secs, 1)
+    d["req_per_s"] = round(d["requests"] / secs, 1)
+    return d
+
+
+def ingest(ctx: Ctx, workers: int, conns: int = 64) -> dict[str, Any]:
+    """wrk against the no-op ceiling and the receiver, same uvicorn settings and workers."""
+    if ctx.smoke and shutil.which("wrk") is None:
+        return {"skipped": "wrk is not installed"}
+    secs = ctx.seconds(10, 3)
+    warm = ctx.seconds(2, 1)
+    out: dict[str, Any] = {"workers": workers, "connections": conns, "seconds": secs}
+
+    noop = start_noop(ctx, workers)
+    try:
+        wrk(ctx, f"{noop.base}/webhook/noop", "x", warm, conns)
+        out["ceiling"] = wrk(ctx, f"{noop.base}/webhook/noop", "x", secs, conns)
+    finally:
+        ctx.procs.stop(noop.proc)
+
+    srv = start_receiver(ctx, workers)
+    try:
+        warmup = make_product(srv, f"warm-w{workers}-{os.getpid()}")
+        wrk(ctx, f"{srv.base}/webhook/{warmup.product_id}", warmup.secret, warm, conns)
+        prod = make_product(srv, f"ingest-w{workers}-{os.getpid()}")
+        profile = _start_pyspy(ctx, srv.proc.pid, secs, f"ingest-w{workers}") if workers == 1 else None
+        rec = wrk(ctx, f"{srv.base}/webhook/{prod.product_id}", prod.secret, secs, conns)
+        _finish_pyspy(ctx, profile)
+        rec["db_rows"] = asyncio.run(_count_events(ctx.db_url, prod.product_id))
+        rec["batch"] = _commit_batch_stats(srv)
+        out["receiver"] = rec
+    finally:
+        ctx.procs.stop(srv.proc)
+    out["ratio"] = round(out["receiver"]["ok_per_s"] / out["ceiling"]["ok_per_s"], 3)
+    return out
+
+
+def _commit_batch_stats(srv: Server) -> dict[str, float] | None:
+    """Mean events per group commit and mean commit time, from the receiver's /metrics."""
+    try:
+        text = httpx.get(f"{srv.base}/metrics", timeout=5).text
+    except httpx.HTTPError:
+        return None
+    vals: dict[str, float] = {}
+    for line in text.splitlines():
+        for name in (
+            "receiver_commit_batch_events_sum", "receiver_commit_batch_events_count",
+            "receiver_commit_seconds_sum", "receiver_commit_seconds_count",
+        ):
+            if line.startswith(name + " "):
+                vals[name] = float(line.split()[1])
+    n = vals.get("receiver_commit_batch_events_count") or 0
+    if not n:
+        return None
+    return {
+        "commits": n,
+        "mean_events_per_commit": round(vals["receiver_commit_batch_events_sum"] / n, 2),
+        "mean_commit_ms": round(vals["receiver_commit_seconds_sum"] / n * 1000, 3),
+    }
+
+
+# --------------------------------------------------------------------------- profiling
+
+
+def _start_pyspy(
+    ctx: Ctx, pid: int, secs: float, name: str
+) -> tuple[subprocess.Popen[Any], Path] | None:
+    """py-spy the receiver (and its workers) for ``secs`` when --profile is on."""
+    if ctx.profile_dir is None:
+        return None
+    out = ctx.profile_dir / f"profile-{name}.folded"
+    p = ctx.procs.start(
+        [str(VENV_BIN / "py-spy"), "record", "--pid", str(pid), "--duration", str(max(1, int(secs))),
+         "--rate", "250", "--format", "raw", "--nonblocking", "--subprocesses", "-o", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)  # attach before the load starts
+    return p, out
+
+
+def _finish_pyspy(ctx: Ctx, handle: tuple[subprocess.Popen[Any], Path] | None) -> None:
+    if handle is None:
+        return
+    p, _out = handle
+    try:
+        p.wait(timeout=60)
+    finally:
+        ctx.procs.stop(p)
+
+
+# --------------------------------------------------------------------------- 1b: ack latency
+
+
+def loadgen(ctx: Ctx, targets: list[dict[str, Any]], rate: float, seconds: float) -> dict[str, Any]:
+    tfile = ctx.work / f"targets-{time.monotonic_ns()}.json"
+    tfile.write_text(json.dumps(targets))
+    out = ctx.work / f"loadgen-{time.monotonic_ns()}.json"
+    p = ctx.procs.start(
+        [PY, "-m", "bench.loadgen", "--targets", str(tfile), "--rate", str(rate),
+         "--duration", str(seconds), "--out", str(out)],
+        cwd=ROOT,
+    )
+    try:
+        p.wait(timeout=seconds + 90)
+    finally:
+        ctx.procs.stop(p)
+    return json.loads(out.read_text())
+
+
+def ack_latency(ctx: Ctx, rate: float = 1000) -> dict[str, Any]:
+    rate = 200 if ctx.smoke else rate
+    secs = ctx.seconds(10, 3)
+    warm = 1.0
+    srv = start_receiver(ctx, 1)
+    try:
+        prod = make_product(srv, f"ack-{os.getpid()}")
+        tgt = [{"host": "127.0.0.1", "port": srv.port, "path": f"/webhook/{prod.product_id}",
+                "secret": prod.secret}]
+        res = loadgen(ctx, tgt, rate, secs + warm)
+    finally:
+        ctx.procs.stop(srv.proc)
+    lat = res["latencies_s"][int(rate * warm):]
+    out = {
+        "rate": rate, "seconds": secs, "scheduled": res["scheduled"], "ok": res["ok"],
+        "statuses": res["statuses"], "errors": res["errors"],
+        **summarize_ms(lat),
+        "service_time": summarize_ms(res["service_s"][int(rate * warm):]),
+    }
+    return out
+
+
+# --------------------------------------------------------------------------- 2: end to end
+
+
+def e2e(ctx: Ctx, subscribers: int, rate: float = 1000) -> dict[str, Any]:
+    """POST → stock AsyncConnectorClient callback. ``subscribers`` products, one bridge each."""
+    rate = 200 if ctx.smoke else rate
+    secs = ctx.seconds(10, 3)
+    warm = 1.0
+    srv = start_receiver(ctx, 1)
+    sub = None
+    try:
+        prods = [make_product(srv, f"e2e{subscribers}-{k}-{os.getpid()}") for k in range(subscribers)]
+        sfile = ctx.work / f"subs-{subscribers}.json"
+        sfile.write_text(json.dumps(
+            [{"url": f"{srv.base}/stream/{p.product_id}", "token": p.token} for p in prods]
+        ))
+        sout = ctx.work / f"subs-{subscribers}-out.json"
+        sub = ctx.procs.start(
+            [PY, "-m", "bench.subscriber", "--targets", str(sfile), "--out", str(sout)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+        )
+        _expect_ready(sub, 90)
+        tgt = [{"host": "127.0.0.1", "port": srv.port, "path": f"/webhook/{p.product_id}",
+                "secret": p.secret} for p in prods]
+        profile = _start_pyspy(ctx, srv.proc.pid, secs, f"e2e-{subscribers}")
+        res = loadgen(ctx, tgt, rate, secs + warm)
+        _finish_pyspy(ctx, profile)
+        time.sleep(1.0)  # let the last frames arrive
+        assert sub.stdin is not None
+        sub.stdin.write("DUMP\n")
+        sub.stdin.flush()
+        sub.wait(timeout=60)
+        data = json.loads(sout.read_text())
+    finally:
+        if sub is not None:
+            ctx.procs.stop(sub)
+        ctx.procs.stop(srv.proc)
+    cutoff = res["wall0"] + warm
+    lat = [d for ts, d in data["samples"] if ts >= cutoff]
+    expected = sum(1 for i in range(res["scheduled"]) if res["wall0"] + i / rate >= cutoff)
+    return {
+        "subscribers": subscribers, "products": subscribers, "rate": rate, "seconds": secs,
+        "posted_ok": res["ok"], "delivered": len(lat), "expected": expected,
+        **summarize_ms(lat),
+        "ack": summarize_ms(res["latencies_s"][int(rate * warm):]),
+    }
+
+
+def _expect_ready(p: subprocess.Popen[Any], timeout: float) -> str:
+    assert p.stdout is not None
+    deadline = time.monotonic() + timeout
+    os.set_blocking(p.stdout.fileno(), False)
+    buf = ""
+    while time.monotonic() < deadline:
+        if p.poll() is not None:
+            raise RuntimeError(f"subscriber process exited early ({p.returncode})")
+        chunk = p.stdout.readline()
+        if chunk:
+            buf += chunk
+            if buf.startswith("READY"):
+                return buf.strip()
+        time.sleep(0.05)
+    raise RuntimeError("subscribers did not connect in time")
+
+
+# --------------------------------------------------------------------------- 3: fan-out
+
+
+def fanout(ctx: Ctx, n: int, rounds: int = 5, client_procs: int = 2) -> dict[str, Any]:
+    rounds = 1 if ctx.smoke else rounds
+    srv = start_receiver(ctx, 1)
+    clients: list[tuple[subprocess.Popen[Any], Path]] = []
+    try:
+        prod = make_product(srv, f"fanout{n}-{os.getpid()}")
+        url = f"{srv.base}/webhook/{prod.product_id}"
+        # Warm the code paths (one subscriber, a few events) so RSS growth is the subscribers'.
+        _warm_stream(ctx, srv, prod, url)
+        time.sleep(0.5)
+        before = rss_kib(srv.proc.pid)
+        per = [n // client_procs + (1 if k < n % client_procs else 0) for k in range(client_procs)]
+        for k, m in enumerate(per):
+            out = ctx.work / f"fanout-{n}-{k}.json"
+            p = ctx.procs.start(
+                [PY, "-m", "bench.sse_client", "fanout", "--url", f"{srv.base}/stream/{prod.product_id}",
+                 "--token", prod.token, "--n", str(m), "--out", str(out)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+            )
+            clients.append((p, out))
+        connected = 0
+        for p, _ in clients:
+            connected += int(_expect_ready(p, 120).split()[1])
+        time.sleep(1.0)
+        after = rss_kib(srv.proc.pid)
+        acked: dict[float, float] = {}
+        profile = _start_pyspy(ctx, srv.proc.pid, rounds, f"fanout-{n}")
+        with httpx.Client(timeout=10) as http:
+            for r in range(rounds):
+                ts = round(time.time(), 6)  # what the frame will carry as timestamp_start
+                b = body(uuid_for(n, 10_000 + r), ts, r)
+                resp = http.post(url, content=b, headers={"x-posthog-secret": prod.secret,
+                                                          "content-type": "application/json"})
+                resp.raise_for_status()
+                acked[ts] = time.time()
+                time.sleep(1.0)
+        _finish_pyspy(ctx, profile)
+        samples: list[list[float]] = []
+        for p, out in clients:
+            assert p.stdin is not None
+            p.stdin.write("DUMP\n")
+            p.stdin.flush()
+            p.wait(timeout=60)
+            samples += json.loads(out.read_text())["samples"]
+    finally:
+        for p, _ in clients:
+            ctx.procs.stop(p)
+        ctx.procs.stop(srv.proc)
+    return {
+        "subscribers": n, "connected": connected, "rounds": rounds,
+        "rss_before_kib": before, "rss_after_kib": after,
+        "kib_per_subscriber": round((after - before) / max(1, connected), 2),
+        "delivered": len(samples), "expected": connected * rounds,
+        # From the POST being sent (the event's whole trip: commit, fan-out, delivery).
+        **summarize_ms(now - ts for ts, now in samples),
+        # From the 200 (what fan-out alone adds once the event is committed).
+        "after_ack": summarize_ms(
+            max(0.0, now - acked[min(acked, key=lambda k, ts=ts: abs(k - ts))])
+            for ts, now in samples
+        ) if acked else None,
+    }
+
+
+def _warm_stream(ctx: Ctx, srv: Server, prod: Product, url: str) -> None:
+    out = ctx.work / f"warm-{srv.port}.json"
+    p = ctx.procs.start(
+        [PY, "-m", "bench.sse_client", "fanout", "--url", f"{srv.base}/stream/{prod.product_id}",
+         "--token", prod.token, "--n", "20", "--out", str(out)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        _expect_ready(p, 60)
+        with httpx.Client(timeout=10) as http:
+            for r in range(3):
+                http.post(url, content=body(uuid_for(7, r), time.time(), r),
+                          headers={"x-posthog-secret": prod.secret}).raise_for_status()
+        time.sleep(0.3)
+        assert p.stdin is not None
+        p.stdin.write("DUMP\n")
+        p.stdin.flush()
+        p.wait(timeout=30)
+    finally:
+        ctx.procs.stop(p)
+
+
+# --------------------------------------------------------------------------- 4: replay
+
+
+def replay(ctx: Ctx, events: int = 100_000, runs: int = 2) -> dict[str, Any]:
+    if ctx.quick:
+        events = 10_000
+    if ctx.smoke:
+        events = 500
+    srv = start_receiver(ctx, 1)
+    try:
+        prod = make_product(srv, f"replay-{os.getpid()}")
+        t = time.perf_counter()
+        asyncio.run(_bulk_load(ctx.db_url, prod.product_id, events))
+        load_s = time.perf_counter() - t
+        results = []
+        for r in range(runs):
+            profile = _start_pyspy(ctx, srv.proc.pid, 3, "replay") if r == 0 else None
+            out = ctx.work / f"replay-{r}.json"
+            p = ctx.procs.start(
+                [PY, "-m", "bench.sse_client", "replay", "--url",
+                 f"{srv.base}/stream/{prod.product_id}?since=0", "--token", prod.token,
+                 "--expect", str(events), "--timeout", "120", "--out", str(out)],
+                cwd=ROOT,
+            )
+            try:
+                p.wait(timeout=150)
+            finally:
+                ctx.procs.stop(p)
+            _finish_pyspy(ctx, profile)
+            d = json.loads(out.read_text())
+            d["events_per_s"] = round(d["frames"] / d["elapsed_s"], 1)
+            results.append(d)
+    finally:
+        ctx.procs.stop(srv.proc)
+    return {
+        "events": events, "bulk_load_s": round(load_s, 2), "runs": results,
+        "events_per_s": results[0]["events_per_s"],
+        "complete": all(r["frames"] == events for r in results),
+    }
+
+
+def _pendings(product_id: str, start: int, n: int) -> list[Any]:
+    import orjson
+
+    from receiver import normalize
+    from receiver.store import Pending
+    from receiver.writer import MonotonicClock
+
+    clock = MonotonicClock()
+    out = []
+    for i in range(start, start + n):
+        now = clock.now()
+        raw = orjson.loads(body(uuid_for(0xBEEF, i), now.timestamp(), i))
+        out.append(Pending(product_id, now, normalize.from_webhook(raw, received_at=now)))
+    return out
+
+
+async def _bulk_load(url: str, product_id: str, n: int, batch: int = 1000) -> None:
+    from receiver import store
+
+    pool = await store.create_pool(url, max_size=2, timeout=30)
+    try:
+        template = _pendings(product_id, 0, batch)
+        for start in range(0, n, batch):
+            chunk = template if start == 0 else _pendings(product_id, start, min(batch, n - start))
+            async with pool.acquire() as conn:
+                await store.append(conn, chunk)
+    finally:
+        await pool.close()
+
+
+# --------------------------------------------------------------------------- 5: database ceiling
+
+
+def db_ceiling(ctx: Ctx) -> dict[str, Any]:
+    return asyncio.run(_db_ceiling(ctx))
+
+
+async def _db_ceiling(ctx: Ctx) -> dict[str, Any]:
+    import asyncpg
+
+    from receiver import store
+
+    secs = 0.3 if ctx.smoke else ctx.seconds(3, 1)
+    pid = f"dbceil-{os.getpid()}"
+    pool = await store.create_pool(ctx.db_url, max_size=70, timeout=30)
+    out: dict[str, Any] = {"seconds_each": secs}
+    try:
+        async with pool.acquire() as conn:
+            for suffix in ("copy", "single", "append"):
+                await conn.execute(
+                    "INSERT INTO products (product_id, contact_email, capture_token) "
+                    "VALUES ($1, 'bench@example.com', $2)", f"{pid}-{suffix}", f"tok-{pid}-{suffix}",
+                )
+        rows = _pendings(f"{pid}-copy", 0, 1000)
+        base = [store._record(p, 0, 0) for p in rows]
+        position = 0
+
+        def records(k: int) -> list[tuple[Any, ...]]:
+            nonlocal position
+            recs = []
+            for i in range(k):
+                position += 1
+                r = list(base[i % len(base)])
+                r[1] = position
+                r[8] = f"k{position}"
+                recs.append(tuple(r))
+            return recs
+
+        for batch in (1000, 100):
+            n = 0
+            t0 = time.perf_counter()
+            async with pool.acquire() as conn:
+                while time.perf_counter() - t0 < secs:
+                    recs = records(batch)
+                    async with conn.transaction():
+                        await conn.copy_records_to_table(
+                            "events", records=recs, columns=store.EVENT_INSERT_COLUMNS
+                        )
+                    n += batch
+            out[f"copy_batch_{batch}"] = round(n / (time.perf_counter() - t0), 1)
+
+        cols = ", ".join(store.EVENT_INSERT_COLUMNS)
+        params = ", ".join(f"${i + 1}" for i in range(len(store.EVENT_INSERT_COLUMNS)))
+        insert = f"INSERT INTO events ({cols}) VALUES ({params})"  # noqa: S608 - our column names
+        single_pos = 0
+
+        async def single(conn: asyncpg.Connection, deadline: float) -> int:
+            nonlocal single_pos
+            k = 0
+            while time.perf_counter() < deadline:
+                single_pos += 1
+                r = list(base[single_pos % len(base)])
+                r[0], r[1], r[8] = f"{pid}-single", single_pos, f"s{single_pos}"
+                await conn.execute(insert, *r)  # autocommit: one fsync'd commit per row
+                k += 1
+            return k
+
+        for nconn in (1, 64):
+            conns = [await pool.acquire() for _ in range(nconn)]
+            try:
+                t0 = time.perf_counter()
+                counts = await asyncio.gather(*(single(c, t0 + secs) for c in conns))
+                out[f"insert_single_commit_{nconn}conn"] = round(
+                    sum(counts) / (time.perf_counter() - t0), 1
+                )
+            finally:
+                for c in conns:
+                    await pool.release(c)
+
+        # The receiver's own transaction (dedup keys, position, session counters, COPY,
+        # NOTIFY) without HTTP: how much of the gap is our SQL, how much is the web tier.
+        # Only the time inside store.append counts (normalizing the inputs is not its work).
+        seq = 0
+        for batch in (1, 16, 64, 1000):
+            n = 0
+            spent = 0.0
+            async with pool.acquire() as conn:
+                while spent < secs:
+                    chunk = _pendings(f"{pid}-append", seq, batch)
+                    seq += batch
+                    t0 = time.perf_counter()
+                    await store.append(conn, chunk)
+                    spent += time.perf_counter() - t0
+                    n += batch
+            out[f"store_append_batch_{batch}"] = round(n / spent, 1)
+    finally:
+        await pool.close()
+    return out
