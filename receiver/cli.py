@@ -128,9 +128,10 @@ def serve(settings: Settings) -> int:
             config = uvicorn.Config(
                 "receiver.cli:app_factory", factory=True, workers=settings.workers, **common
             )
-            server = server_class(config)
             sock = config.bind_socket()
-            Multiprocess(config, target=server.run, sockets=[sock]).run()
+            # uvicorn 0.54: Multiprocess builds each worker's Server itself (no target=), so
+            # GracefulServer's early stream shutdown applies to --workers 1 only.
+            Multiprocess(config, sockets=[sock]).run()
     return 0
 
 
