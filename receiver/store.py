@@ -279,6 +279,94 @@ class Appended:
     row: StreamRow | None
 
 
+# Columns of ``events`` filled from the batch; ``position`` and ``session_index`` are assigned
+# inside the statement. Types come from the table definition, so a column added to
+# EVENT_INSERT_COLUMNS/_record needs no change here.
+_ASSIGNED = ("position", "session_index")
+_INPUT_COLUMNS = tuple(c for c in EVENT_INSERT_COLUMNS if c not in _ASSIGNED)
+_INPUT_INDEXES = tuple(EVENT_INSERT_COLUMNS.index(c) for c in _INPUT_COLUMNS)
+_PG_TYPE = {c.name: c.type.compile(dialect=pg.dialect()) for c in events.columns}
+
+# Up to this many events a commit is one statement (1 round trip); larger batches take the
+# statement-per-step path with COPY (8+ round trips, but far cheaper per row). A/B on the
+# bench machine (docs/bench/append-ab.txt): one statement wins up to 16-32 events, where
+# round trips dominate; COPY wins from 64, where rows dominate.
+SINGLE_STATEMENT_MAX = 32
+
+
+def _append_sql() -> str:
+    """Dedup keys → positions → session indexes (→ rows) → NOTIFY, as one statement.
+
+    Why: the profile showed the writer's transaction spending most of its time in round
+    trips (BEGIN, event_keys, one UPDATE per product, session_counters, COPY's two exchanges,
+    NOTIFY, COMMIT: eight or more), each waiting for the busy event loop and for the server
+    process to be scheduled. The locks and guarantees are those of the statements it replaces:
+
+    * keys are inserted in the sorted order the caller passes them (stable lock order);
+    * product rows are locked in product_id order (``locked``) before their bump, and held
+      until commit, so one product's commits happen in position order;
+    * positions follow batch order within a product, session indexes follow positions;
+    * INSERT … SELECT (like COPY) works on a plain or a partitioned ``events`` table;
+    * pg_notify is queued only when something was stored, and sent only at commit.
+    """
+    params = ", ".join(f"${i + 2}::{_PG_TYPE[c]}[]" for i, c in enumerate(_INPUT_COLUMNS))
+    cols = ", ".join(EVENT_INSERT_COLUMNS)
+    select = ", ".join(f"n.{c}" for c in EVENT_INSERT_COLUMNS)
+    # Every name interpolated here is a column name from this module, never input.
+    return f"""
+WITH input AS (
+    SELECT * FROM unnest($1::int[], {params}) AS t(ord, {", ".join(_INPUT_COLUMNS)})
+), fresh AS (
+    INSERT INTO event_keys (product_id, dedup_key, received_at)
+    SELECT product_id, dedup_key, received_at FROM input
+    ON CONFLICT DO NOTHING
+    RETURNING product_id, dedup_key
+), new_rows AS (
+    SELECT i.* FROM input i JOIN fresh f USING (product_id, dedup_key)
+), counts AS (
+    SELECT product_id, count(*) AS n FROM new_rows GROUP BY product_id
+), locked AS (
+    SELECT p.product_id FROM products p
+    WHERE p.product_id IN (SELECT product_id FROM counts)
+    ORDER BY p.product_id FOR UPDATE
+), bump AS (
+    UPDATE products p SET last_position = p.last_position + c.n
+    FROM counts c, locked l
+    WHERE p.product_id = c.product_id AND l.product_id = c.product_id
+    RETURNING p.product_id, p.last_position, c.n
+), session_counts AS (
+    SELECT product_id, coalesce(session_id, '') AS sid, count(*)::int AS n
+    FROM new_rows GROUP BY 1, 2
+), sessions AS (
+    INSERT INTO session_counters (product_id, session_id, next_index)
+    SELECT product_id, sid, n FROM session_counts ORDER BY product_id, sid
+    ON CONFLICT (product_id, session_id)
+    DO UPDATE SET next_index = session_counters.next_index + EXCLUDED.next_index
+    RETURNING product_id, session_id, next_index
+), n AS (
+    SELECT r.*,
+        b.last_position - b.n
+            + row_number() OVER (PARTITION BY r.product_id ORDER BY r.ord) AS position,
+        (s.next_index - sc.n
+            + row_number() OVER (PARTITION BY r.product_id, s.session_id ORDER BY r.ord)
+            - 1)::int AS session_index
+    FROM new_rows r
+    LEFT JOIN bump b ON b.product_id = r.product_id
+    JOIN sessions s ON s.product_id = r.product_id AND s.session_id = coalesce(r.session_id, '')
+    JOIN session_counts sc ON sc.product_id = s.product_id AND sc.sid = s.session_id
+), stored AS (
+    INSERT INTO events ({cols}) SELECT {select} FROM n
+)
+SELECT ord, position, session_index,
+    (SELECT pg_notify('{NOTIFY_EVENTS}', json_object_agg(product_id, last_position)::text)
+     FROM bump HAVING count(*) > 0) AS notified
+FROM n
+"""  # noqa: S608
+
+
+APPEND_SQL = _append_sql()
+
+
 async def append(conn: asyncpg.Connection, batch: Sequence[Pending]) -> list[Appended]:
     """Commit a batch in one transaction; one result per input, in input order.
 
@@ -286,6 +374,36 @@ async def append(conn: asyncpg.Connection, batch: Sequence[Pending]) -> list[App
     sorted), so concurrent writers in other processes cannot deadlock. The product row lock
     taken by the position bump is held until commit: commits of one product therefore happen
     in position order, and a reader that has seen position N has seen everything below it.
+    Small batches are one statement (:func:`_append_sql`), large ones :func:`_append_copy`.
+    """
+    if len(batch) > SINGLE_STATEMENT_MAX:
+        return await _append_copy(conn, batch)
+    first_of: dict[tuple[str, str], int] = {}
+    for i, p in enumerate(batch):
+        first_of.setdefault((p.product_id, p.event.dedup_key), i)
+    unique = [i for _k, i in sorted(first_of.items())]
+    records = [_record(batch[i], 0, 0) for i in unique]
+    columns = [[r[j] for r in records] for j in _INPUT_INDEXES]
+    try:
+        rows = await conn.fetch(APPEND_SQL, unique, *columns)  # its own transaction
+    except asyncpg.NotNullViolationError as exc:
+        # Only a missing products row leaves a position NULL; the statement stored nothing.
+        if getattr(exc, "column_name", None) == "position":
+            from receiver.errors import NotFoundError
+
+            raise NotFoundError("product was deleted") from exc
+        raise
+    results = [Appended(None, None, None)] * len(batch)
+    for ord_, position, index, _notified in rows:
+        p = batch[ord_]
+        results[ord_] = Appended(position, index, _stream_row(p, position, index))
+    return results
+
+
+async def _append_copy(conn: asyncpg.Connection, batch: Sequence[Pending]) -> list[Appended]:
+    """The path for large batches: a statement per step, rows by COPY (cheapest per row).
+
+    Same contract as :func:`append`; this is the original implementation, unchanged.
     """
     results: list[Appended | None] = [None] * len(batch)
     first_of: dict[tuple[str, str], int] = {}
