@@ -101,32 +101,58 @@ class SSEResponse(Response):
         heartbeat = rt.settings.heartbeat_seconds
         last_write = time.monotonic()
         shutdown = rt.shutdown_future
-        while not disconnected.done() and not shutdown.done():
-            if self.cursor < feed.head:
-                frames = feed.frames_after(self.cursor, page)
-                if frames is None:
-                    frames = await self._from_database(page)
-                if frames:
-                    body = self._encode(frames)
-                    self.cursor = frames[-1][0]
-                    if body:
-                        await send({"type": "http.response.body", "body": body, "more_body": True})
-                        last_write = time.monotonic()
-                    rt.metrics.lag(feed.product_id, feed.head - self.cursor)
+        loop = asyncio.get_running_loop()
+        # Waking up without asyncio.wait(): it adds and then *removes* a callback on every
+        # future it waits for, and the feed's and the shutdown futures are shared by every
+        # subscriber, so each removal scans all N callbacks — O(N²) per event (65 % of the
+        # receiver's CPU at 5,000 subscribers in the fan-out profile). Instead each subscriber
+        # owns an Event: disconnect and shutdown set it through callbacks registered once per
+        # connection, and the feed's shared future gets at most one callback per subscriber,
+        # never removed while pending (it is dropped when the future fires).
+        wake = asyncio.Event()
+
+        def poke(_fut: object = None) -> None:
+            wake.set()
+
+        disconnected.add_done_callback(poke)
+        shutdown.add_done_callback(poke)
+        registered: asyncio.Future[None] | None = None
+        try:
+            while not disconnected.done() and not shutdown.done():
+                if self.cursor < feed.head:
+                    frames = feed.frames_after(self.cursor, page)
+                    if frames is None:
+                        frames = await self._from_database(page)
+                    if frames:
+                        body = self._encode(frames)
+                        self.cursor = frames[-1][0]
+                        if body:
+                            await send({"type": "http.response.body", "body": body, "more_body": True})
+                            last_write = time.monotonic()
+                        rt.metrics.lag(feed.product_id, feed.head - self.cursor)
+                        continue
+                idle_for = heartbeat - (time.monotonic() - last_write)
+                if idle_for <= 0:
+                    await send({"type": "http.response.body", "body": HEARTBEAT, "more_body": True})
+                    last_write = time.monotonic()
                     continue
-            idle_for = heartbeat - (time.monotonic() - last_write)
-            if idle_for <= 0:
-                await send({"type": "http.response.body", "body": HEARTBEAT, "more_body": True})
-                last_write = time.monotonic()
-                continue
-            changed = feed.changed()
-            if self.cursor < feed.head:
-                continue
-            await asyncio.wait(
-                (changed, disconnected, shutdown),
-                timeout=idle_for,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
+                changed = feed.changed()
+                if self.cursor < feed.head:
+                    continue
+                if registered is not changed:  # a new future after each head advance
+                    changed.add_done_callback(poke)
+                    registered = changed
+                wake.clear()
+                timer = loop.call_later(idle_for, wake.set)
+                try:
+                    await wake.wait()
+                finally:
+                    timer.cancel()
+        finally:
+            # One O(N) removal per connection, not per event.
+            shutdown.remove_done_callback(poke)
+            if registered is not None and not registered.done():
+                registered.remove_done_callback(poke)
 
     def _encode(self, frames: list[Frame]) -> bytes:
         if self.with_ids:
