@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -34,6 +35,23 @@ def show(capsys: pytest.CaptureFixture[str], label: str, **figures: object) -> N
     text = "  ".join(f"{k}={v}" for k, v in figures.items())
     with capsys.disabled():
         print(f"\n[{label}] {text}", flush=True)
+
+
+# --------------------------------------------------------------------------- in-process receivers
+
+
+def nodelay(live: Any) -> Any:
+    """Set TCP_NODELAY on an in-process receiver's listening socket (accepted ones inherit it).
+
+    ``tests/conftest.py`` binds with ``socket.socket(AF_INET, SOCK_STREAM)`` (proto 0), and
+    asyncio only sets TCP_NODELAY on accepted sockets whose proto is IPPROTO_TCP; without it
+    every response written as headers + body waits ~40 ms for the client's delayed ACK. The
+    real ``receiver serve`` is not affected (uvicorn creates its own sockets).
+    """
+    for server in getattr(live.server, "servers", []):
+        for sock in server.sockets:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return live
 
 
 # --------------------------------------------------------------------------- polling
@@ -178,7 +196,6 @@ class LoadResult:
 
 
 async def post_load(
-    client: httpx.AsyncClient,
     url: str,
     secret: str,
     bodies: Iterable[tuple[int, dict[str, Any]]],
@@ -187,9 +204,12 @@ async def post_load(
     result: LoadResult | None = None,
     on_ack: Callable[[LoadResult], None] | None = None,
     stop: asyncio.Event | None = None,
+    timeout: float = 10.0,
 ) -> LoadResult:
     """POST bodies with ``concurrency`` workers; record acknowledgements, statuses and errors.
 
+    Each worker has its own httpx client holding one keep-alive connection (a PostHog plugin
+    server worker looks like that; one shared 32-connection pool costs ~3x the client CPU).
     A worker stops taking new bodies once ``stop`` is set; bodies in flight still finish.
     """
     result = result or LoadResult()
@@ -198,21 +218,22 @@ async def post_load(
     headers = {"x-posthog-secret": secret, "content-type": "application/json"}
 
     async def worker() -> None:
-        while queue and not (stop is not None and stop.is_set()):
-            i, body = queue.pop()
-            result.sent += 1
-            try:
-                r = await client.post(url, content=orjson.dumps(body), headers=headers)
-            except httpx.HTTPError as exc:
-                result.count_error(exc)
-                continue
-            result.count_status(r.status_code)
-            if r.status_code == 200:
-                result.acked[i] = r.json().get("position")
-                if on_ack is not None:
-                    on_ack(result)
-            elif r.status_code not in (429, 503):
-                result.bad.append((i, r.status_code, r.text[:200]))
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            while queue and not (stop is not None and stop.is_set()):
+                i, body = queue.pop()
+                result.sent += 1
+                try:
+                    r = await client.post(url, content=orjson.dumps(body), headers=headers)
+                except httpx.HTTPError as exc:
+                    result.count_error(exc)
+                    continue
+                result.count_status(r.status_code)
+                if r.status_code == 200:
+                    result.acked[i] = r.json().get("position")
+                    if on_ack is not None:
+                        on_ack(result)
+                elif r.status_code not in (429, 503):
+                    result.bad.append((i, r.status_code, r.text[:200]))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return result

@@ -13,7 +13,6 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import register_product
@@ -55,12 +54,10 @@ async def test_kill_9_under_load_loses_no_acknowledged_event(
             killed_at["sent"] = result.sent
             stop.set()  # the workers finish what is in flight, then stop
 
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0), limits=limits) as client:
-        load = await post_load(
-            client, product.webhook_url, product.webhook_secret, bodies,
-            concurrency=CONCURRENCY, on_ack=kill_once, stop=stop,
-        )
+    load = await post_load(
+        product.webhook_url, product.webhook_secret, bodies,
+        concurrency=CONCURRENCY, on_ack=kill_once, stop=stop,
+    )
     assert killed_at, "the load finished before the kill"
     assert first.proc.wait(timeout=10) == -signal.SIGKILL
     assert not load.bad, load.bad[:5]
@@ -84,11 +81,10 @@ async def test_kill_9_under_load_loses_no_acknowledged_event(
 
     # Restart on the same port; retry what failed (PostHog's retries) and send the rest.
     second = spawn_receiver(port=first.port)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0), limits=limits) as client:
-        retry = await post_load(
-            client, product.webhook_url, product.webhook_secret,
-            [(i, bodies[i][1]) for i in unacked], concurrency=CONCURRENCY,
-        )
+    retry = await post_load(
+        product.webhook_url, product.webhook_secret,
+        [(i, bodies[i][1]) for i in unacked], concurrency=CONCURRENCY,
+    )
     assert retry.statuses == {200: len(unacked)}, (retry.statuses, retry.errors)
     duplicates_on_retry = sum(1 for pos in retry.acked.values() if pos is None)
 

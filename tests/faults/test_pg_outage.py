@@ -168,7 +168,7 @@ async def test_postgres_outage_gives_503_then_recovers_without_restart(
         unacked = [i for i in range(sent) if i not in tl.acked]
         # PostHog retries 503s: send the refused ones again now that the database is back.
         retry = await post_load(
-            client, product.webhook_url, product.webhook_secret,
+            product.webhook_url, product.webhook_secret,
             [(i, hog_event(run, i)) for i in unacked], concurrency=CONCURRENCY,
         )
 

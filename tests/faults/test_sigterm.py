@@ -112,17 +112,15 @@ async def test_sigterm_drains_refuses_and_closes_streams_cleanly(
         assert r.headers.get("retry-after") == "1"
         return "503"
 
-    limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(10.0), limits=limits) as client:
-        exit_task = asyncio.create_task(stop_when_exited())
-        keepalive_task = asyncio.create_task(after_signal_on_keepalive())
-        load = await post_load(
-            client, product.webhook_url, product.webhook_secret,
-            ((i, hog_event(run, i)) for i in range(TOTAL)),
-            concurrency=CONCURRENCY, on_ack=terminate_once, stop=stop,
-        )
-        exit_code = await exit_task
-        keepalive_outcome = await keepalive_task
+    exit_task = asyncio.create_task(stop_when_exited())
+    keepalive_task = asyncio.create_task(after_signal_on_keepalive())
+    load = await post_load(
+        product.webhook_url, product.webhook_secret,
+        ((i, hog_event(run, i)) for i in range(TOTAL)),
+        concurrency=CONCURRENCY, on_ack=terminate_once, stop=stop,
+    )
+    exit_code = await exit_task
+    keepalive_outcome = await keepalive_task
     await keepalive.aclose()
     await asyncio.wait_for(asyncio.gather(*streams), STREAM_CLOSE_BOUND + 5)
 

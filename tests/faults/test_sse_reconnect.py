@@ -14,7 +14,6 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.conftest import register_product
@@ -64,24 +63,23 @@ async def test_subscribers_resume_across_a_receiver_crash(
                 seen_at_kill.extend(s.last_id for s in subs)
                 kill.set()
 
-        async with httpx.AsyncClient(timeout=httpx.Timeout(10.0)) as client:
-            load = await post_load(
-                client, product.webhook_url, product.webhook_secret,
-                [(i, hog_event(run, i)) for i in range(BEFORE)],
-                concurrency=CONCURRENCY, on_ack=kill_once, stop=kill,
-            )
-            assert kill.is_set() and first.proc.wait(timeout=10) == -signal.SIGKILL
+        load = await post_load(
+            product.webhook_url, product.webhook_secret,
+            [(i, hog_event(run, i)) for i in range(BEFORE)],
+            concurrency=CONCURRENCY, on_ack=kill_once, stop=kill,
+        )
+        assert kill.is_set() and first.proc.wait(timeout=10) == -signal.SIGKILL
 
-            # Started from a thread so the subscribers keep retrying (and failing) meanwhile.
-            second = await asyncio.to_thread(spawn_receiver, port=first.port)
-            # PostHog retries what failed; the rest of the load goes to the new process.
-            rest = [i for i in range(BEFORE) if i not in load.acked]
-            more = await post_load(
-                client, product.webhook_url, product.webhook_secret,
-                [(i, hog_event(run, i)) for i in rest + list(range(BEFORE, BEFORE + AFTER))],
-                concurrency=CONCURRENCY,
-            )
-            assert more.statuses == {200: len(rest) + AFTER}, (more.statuses, more.errors)
+        # Started from a thread so the subscribers keep retrying (and failing) meanwhile.
+        second = await asyncio.to_thread(spawn_receiver, port=first.port)
+        # PostHog retries what failed; the rest of the load goes to the new process.
+        rest = [i for i in range(BEFORE) if i not in load.acked]
+        more = await post_load(
+            product.webhook_url, product.webhook_secret,
+            [(i, hog_event(run, i)) for i in rest + list(range(BEFORE, BEFORE + AFTER))],
+            concurrency=CONCURRENCY,
+        )
+        assert more.statuses == {200: len(rest) + AFTER}, (more.statuses, more.errors)
 
         head = (await asql(database_url, "SELECT last_position FROM products WHERE product_id = $1",
                            product.product_id))[0][0]

@@ -23,13 +23,14 @@ import pytest
 from receiver import bodies, normalize
 from receiver.errors import BadRequestError, PayloadTooLargeError
 from receiver.settings import MIB
-from tests.faults.kit import asql, count_events, hog_event, show, sql
+from tests.faults.kit import asql, count_events, hog_event, nodelay, show, sql
 
 GOOD = {"event": "$pageview", "current_url": "https://app.example.com/home", "distinct_id": "u1"}
 
 
 @pytest.fixture
-def product(make_product: Callable[..., Any]) -> Any:
+def product(receiver: Any, make_product: Callable[..., Any]) -> Any:
+    nodelay(receiver)
     return make_product()
 
 
