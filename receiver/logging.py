@@ -193,6 +193,9 @@ class RequestContextMiddleware:
             rt = getattr(getattr(app, "state", None), "runtime", None)
             if rt is not None and template and tags & INGEST_TAGS:
                 rt.metrics.observe_request(template, status, acked if acked is not None else elapsed)
+            if rt is not None and template and status in (401, 403):
+                kind = next(iter(getattr(route, "tags", None) or ()), "other")
+                rt.metrics.auth_failures.labels(str(kind)).inc()
             path = scope.get("path", "")
             if not path.startswith(("/healthz", "/readyz", "/metrics")):
                 access_log.info(

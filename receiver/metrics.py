@@ -8,7 +8,9 @@ Where each is observed:
   acknowledgement;
 * ``receiver_ingest_events_total{outcome}``: the writer, per committed request;
 * ``receiver_commit_batch_events`` / ``receiver_commit_seconds``: the writer, per transaction;
-* ``receiver_stream_*``: the SSE responses; ``receiver_db_pool_*``: at scrape time.
+* ``receiver_stream_*``: the SSE responses; ``receiver_db_pool_*``: at scrape time;
+* ``receiver_auth_failures_total{kind}``: the request middleware, for every 401/403, by the
+  route's tag (ingest, capture, stream, products, admin).
 """
 
 from __future__ import annotations

@@ -90,6 +90,7 @@ def test_every_metric_is_exported_and_moves(receiver: Any, make_product: Callabl
         before, "receiver_ingest_requests_total", route=route, status="200"
     ) == 5
     assert value(after, "receiver_ingest_requests_total", route=route, status="401") >= 1
+    assert value(after, "receiver_auth_failures_total", kind="ingest") >= 1
     assert value(after, "receiver_ingest_requests_total", route=route, status="400") >= 1
     assert value(after, "receiver_ack_latency_seconds_count", route=route) >= 5
     assert value(after, "receiver_ack_latency_seconds_bucket", route=route, le="+Inf") >= 5
