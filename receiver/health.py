@@ -5,19 +5,26 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from receiver import apidoc
 from receiver.responses import json_response
 from receiver.runtime import Runtime
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses={200: {"model": apidoc.Health, "description": "Alive."}})
 async def healthz() -> Response:
     """The process is alive (says nothing about the database)."""
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz", responses={503: {"description": "Not ready."}})
+@router.get(
+    "/readyz",
+    responses={
+        200: {"model": apidoc.Readiness, "description": "Ready."},
+        503: {"model": apidoc.Readiness, "description": "Not ready."},
+    },
+)
 async def readyz(request: Request) -> Response:
     """Ready when the database answers and its schema is at the migration head."""
     rt: Runtime = request.app.state.runtime

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from starlette.responses import Response
 
-from receiver import normalize
+from receiver import apidoc, normalize
 from receiver.bodies import parse_json, read_limited, require_json_content_type
 from receiver.errors import NotFoundError, UnauthorizedError
 from receiver.responses import json_response
@@ -26,15 +26,19 @@ router = APIRouter(tags=["ingest"])
 @router.post(
     "/webhook/{product_id}",
     responses={
-        200: {"description": "Committed (or a duplicate of an event already committed)."},
-        400: {"description": "Body is not a JSON object or a field is invalid."},
-        401: {"description": "Missing or wrong x-posthog-secret."},
-        404: {"description": "Unknown product."},
-        413: {"description": "Body over RECEIVER_MAX_BODY_BYTES."},
-        415: {"description": "Content type is not JSON."},
-        429: {"description": "Rate limited; retry after Retry-After seconds."},
-        503: {"description": "Database unavailable or shutting down; retry."},
+        200: {
+            "model": apidoc.WebhookAck,
+            "description": "Committed (or a duplicate of an event already committed).",
+        },
+        400: apidoc.error("Body is not a JSON object or a field is invalid."),
+        401: apidoc.error("Missing or wrong x-posthog-secret."),
+        404: apidoc.error("Unknown product."),
+        413: apidoc.error("Body over RECEIVER_MAX_BODY_BYTES."),
+        415: apidoc.error("Content type is not JSON."),
+        429: apidoc.error("Rate limited; retry after Retry-After seconds."),
+        503: apidoc.error("Database unavailable or shutting down; retry."),
     },
+    openapi_extra=apidoc.WEBHOOK_BODY,
 )
 async def webhook(
     product_id: str,

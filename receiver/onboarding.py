@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Header, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
-from receiver import privacy, products, security, store
+from receiver import apidoc, privacy, products, security, store
 from receiver.errors import BadRequestError, ForbiddenError
 from receiver.responses import json_response
 from receiver.runtime import Runtime
@@ -26,8 +27,15 @@ FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 class RegisterProduct(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    product_id: str = Field(min_length=1, max_length=128)
-    contact_email: str = Field(min_length=3, max_length=320)
+    # The patterns document what products.validate_product_id/validate_email enforce (400).
+    product_id: str = Field(
+        min_length=1, max_length=128,
+        json_schema_extra={"pattern": r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"},
+    )
+    contact_email: str = Field(
+        min_length=3, max_length=320,
+        json_schema_extra={"pattern": r"^[^@\s]{1,200}@[^@\s]{1,200}\.[^@\s]{1,63}$"},
+    )
     webhook_secret: str | None = Field(default=None, max_length=512)
     integration_type: str = Field(default="event_stream", max_length=64)
     integration_config: dict[str, Any] | None = None
@@ -35,6 +43,19 @@ class RegisterProduct(BaseModel):
     # Optional (the SDK never sends it): {"email": "keep|hash|drop", "query": "keep|strip",
     # "builtin_redactions": [...], "redact": [regex, ...]}. Omitted on re-registration = keep.
     privacy_policy: dict[str, Any] | None = None
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        # Postgres text and jsonb cannot hold U+0000, and orjson (which writes the jsonb) stops
+        # at 64-bit integers: refuse such values here with a 400, not in the INSERT with a 503.
+        try:
+            encoded = orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            raise ValueError("numbers must fit in 64 bits") from None
+        if b"\\u0000" in encoded:
+            raise ValueError("must not contain NUL characters")
+        return value
 
 
 def require_admin(request: Request, authorization: str | None) -> None:
@@ -58,10 +79,14 @@ def require_admin(request: Request, authorization: str | None) -> None:
     "/products",
     status_code=201,
     responses={
-        201: {"description": "Registered (or re-registered with rotated credentials)."},
-        400: {"description": "Invalid product_id or contact_email."},
-        403: {"description": "Not a loopback client and no valid admin token."},
-        409: {"description": "Already registered and force_reregister is false."},
+        201: {
+            "model": apidoc.Registered,
+            "description": "Registered (or re-registered with rotated credentials).",
+        },
+        400: apidoc.error("Invalid product_id or contact_email."),
+        403: apidoc.error("Not a loopback client and no valid admin token."),
+        409: apidoc.error("Already registered and force_reregister is false."),
+        503: apidoc.error("Database unavailable or shutting down; retry."),
     },
 )
 async def register(

@@ -33,7 +33,7 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from receiver import store
+from receiver import apidoc, store
 from receiver.errors import BadRequestError, NotFoundError, UnauthorizedError
 from receiver.hub import Feed, Frame
 from receiver.normalize import is_streamed
@@ -193,11 +193,11 @@ def _parse_position(value: str | None, name: str) -> int | None:
     response_class=Response,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "The event stream."},
-        400: {"description": "Invalid since, replay or Last-Event-ID."},
-        401: {"description": "Missing or invalid Bearer stream key."},
-        404: {"description": "Unknown product."},
-        429: {"description": "Too many failed attempts; retry after Retry-After seconds."},
-        503: {"description": "Database unavailable or shutting down."},
+        400: apidoc.error("Invalid since, replay or Last-Event-ID."),
+        401: apidoc.error("Missing or invalid Bearer stream key."),
+        404: apidoc.error("Unknown product."),
+        429: apidoc.error("Too many failed attempts; retry after Retry-After seconds."),
+        503: apidoc.error("Database unavailable or shutting down."),
     },
 )
 async def stream(

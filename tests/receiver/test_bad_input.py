@@ -384,3 +384,31 @@ async def test_many_bad_posts_then_good_ones(
 async def asyncpg_count(database_url: str, product_id: str) -> int:
     rows = await asql(database_url, "SELECT count(*) FROM events WHERE product_id = $1", product_id)
     return int(rows[0][0])
+
+
+def test_products_unstorable_values_are_400_not_503(
+    receiver: Any, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by Schemathesis: NUL characters or >64-bit numbers in a registration were a 503."""
+    nodelay(receiver)
+    base = {"contact_email": "a@b.example"}
+    bodies = [
+        {"product_id": "nul-config", **base, "integration_config": {"a": "\u0000"}},
+        {"product_id": "nul-key", **base, "integration_config": {"\u0000": 1}},
+        {"product_id": "nul-email", "contact_email": "a\u0000@b.example"},
+        {"product_id": "nul-type", **base, "integration_type": "\u0000"},
+        {"product_id": "nul-secret", **base, "webhook_secret": "\u0000" * 40},
+        {"product_id": "big-int", **base, "integration_config": {"a": 2**70}},
+        {"product_id": "nul-policy", **base, "privacy_policy": {"redact": ["a\u0000"]}},
+    ]
+    details = []
+    with httpx.Client(timeout=10) as c:
+        for body in bodies:
+            r = c.post(f"{receiver.base_url}/products", json=body)
+            assert r.status_code == 400, (body["product_id"], r.status_code, r.text)
+            details.append(r.json()["detail"])
+        ok = c.post(f"{receiver.base_url}/products", json={"product_id": "fine", **base})
+        assert ok.status_code == 201
+    rows = sql(database_url, "SELECT product_id FROM products")
+    assert [r[0] for r in rows] == ["fine"]
+    show(capsys, "bad-input/products", rejected=len(bodies), stored_from_rejected=0, details=details[:3])

@@ -1,0 +1,97 @@
+"""Response and request shapes for the OpenAPI document (documentation only).
+
+The handlers build their JSON by hand (``responses.json_response``) for speed; these models
+only describe it, so that ``/openapi.json`` tells clients — and the Schemathesis conformance
+test — exactly what every status code carries.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 503 answer: a human ``detail`` and a stable ``code``."""
+
+    detail: str
+    code: str
+
+
+class WebhookAck(BaseModel):
+    """A 200 from the webhook: the event is committed (or was already, ``duplicate``)."""
+
+    status: Literal["ok"]
+    duplicate: bool
+    position: int | None = Field(
+        default=None, description="Stream position of the new event; absent for a duplicate."
+    )
+
+
+class Registered(BaseModel):
+    """What ``autoplay_sdk.admin.onboard_product`` reads back (secrets are shown only here)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    product_id: str
+    webhook_url: str
+    stream_url: str
+    capture_url: str
+    capture_token: str
+    webhook_secret: str | None = None
+    stream_key: str | None = None
+    unkey_key: str | None = None
+    unkey_key_id: str | None = None
+    integration_type: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    migration: str | None = None
+    detail: str | None = None
+
+
+def error(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+# The body a Hog destination posts (the tutorial's flat payload). Documentation for clients and
+# for generated tests; the handler reads the raw bytes itself (size cap first, then JSON).
+_ID = {"type": ["string", "null"], "maxLength": 200, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
+_TEXT = {"type": ["string", "null"]}
+WEBHOOK_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["event"],
+                    "additionalProperties": True,
+                    "properties": {
+                        "event": {"type": "string", "minLength": 1, "maxLength": 200,
+                                  "pattern": "^[^\\x00-\\x1f\\x7f]*\\S[^\\x00-\\x1f\\x7f]*$"},
+                        "uuid": {"type": ["string", "null"], "format": "uuid"},
+                        "distinct_id": _ID,
+                        "session_id": _ID,
+                        "email": _TEXT,
+                        "timestamp": _TEXT,
+                        "event_type": _TEXT,
+                        "current_url": _TEXT,
+                        "referrer": _TEXT,
+                        "elements_chain": _TEXT,
+                        "element_id": _TEXT,
+                        "input_field_name": _TEXT,
+                        "link_destination": _TEXT,
+                        "button_or_link_text": _TEXT,
+                    },
+                }
+            }
+        },
+    }
+}
