@@ -114,8 +114,13 @@ class PgServer:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
 
     def _run(self, args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        # Drop the group too: with root's group the server would be refused by a 0700
+        # root-owned parent directory (a fresh mktemp -d) despite the o+x we added.
+        ids: dict[str, object] = {}
+        if self.user:
+            ids = {"user": self.user, "group": pwd.getpwnam(self.user).pw_gid, "extra_groups": []}
         return subprocess.run(
-            args, user=self.user, cwd="/", text=True, capture_output=True, **kw  # type: ignore[call-overload]
+            args, cwd="/", text=True, capture_output=True, **ids, **kw  # type: ignore[call-overload]
         )
 
     def initdb(self) -> None:
