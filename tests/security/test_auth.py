@@ -75,7 +75,7 @@ def digest_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[bytes, 
 
 
 def test_credential_checks_use_compare_digest_without_early_exit(
-    digest_calls: list[tuple[bytes, bytes]],
+    digest_calls: list[tuple[bytes, bytes]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     secrets_ = [security.new_webhook_secret() for _ in range(3)]
     future = datetime.now(UTC) + timedelta(hours=1)
@@ -100,6 +100,8 @@ def test_credential_checks_use_compare_digest_without_early_exit(
     digest_calls.clear()
     assert security.equals("tok-1", "tok-1") and not security.equals("tok-2", "tok-1")
     assert len(digest_calls) == 2
+    show(capsys, "security/constant-time", live_hashes=3, compare_digest_per_check=3,
+         with_no_live_hash=1, digest_bytes=32)
 
 
 def test_only_hashes_are_stored(receiver: Any, make_product: Callable[..., Any], database_url: str) -> None:
