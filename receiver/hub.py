@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -130,8 +131,8 @@ class Hub:
                 # Anything committed while we were not listening was never announced.
                 self.on_products_changed(None)
                 await self._refresh_all()
-                lost = asyncio.get_running_loop().create_future()
-                conn.add_termination_listener(lambda _c: lost.done() or lost.set_result(None))
+                lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                conn.add_termination_listener(functools.partial(_resolve, lost))
                 await lost
             except asyncio.CancelledError:
                 raise
@@ -236,3 +237,8 @@ class Hub:
             log.warning("feed fetch failed for %s: %s", feed.product_id, type(exc).__name__)
         finally:
             feed._fetching = False
+
+
+def _resolve(future: asyncio.Future[None], *_args: object) -> None:
+    if not future.done():
+        future.set_result(None)

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 WEBHOOK_SECRET_BYTES = 32
 STREAM_KEY_PREFIX = "rsk_"
 KEY_ID_PREFIX = "key_"
-CAPTURE_TOKEN_PREFIX = "phc_"
+CAPTURE_TOKEN_PREFIX = "phc_"  # noqa: S105 - a prefix, not a secret
 
 
 def new_webhook_secret() -> str:

@@ -252,7 +252,9 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-async def create_pool(url: str, *, max_size: int, timeout: float) -> asyncpg.Pool:
+async def create_pool(
+    url: str, *, max_size: int, timeout: float  # noqa: ASYNC109 - asyncpg's connect timeout
+) -> asyncpg.Pool:
     return await asyncpg.create_pool(
         asyncpg_dsn(url), min_size=0, max_size=max_size, timeout=timeout,
         command_timeout=max(timeout * 6, 30), init=_init_connection,

@@ -48,7 +48,9 @@ def test_no_secret_is_committed() -> None:
                 assert "${" in line, line
     example = (ROOT / ".env.example").read_text()
     for line in example.splitlines():
-        if re.match(r"^(POSTGRES_PASSWORD|RECEIVER_ADMIN_TOKEN|BRIDGE_STREAM_TOKEN|BRIDGE_LLM_API_KEY)=", line):
+        if re.match(
+            r"^(POSTGRES_PASSWORD|RECEIVER_ADMIN_TOKEN|BRIDGE_STREAM_TOKEN|BRIDGE_LLM_API_KEY)=", line
+        ):
             assert line.endswith("="), line
     assert ".env" in (ROOT / ".gitignore").read_text().split()
 

@@ -19,9 +19,7 @@ def _dsn(database_url: str) -> str:
 async def rows(database_url: str, product_id: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(_dsn(database_url))
     try:
-        return await conn.fetch(
-            "SELECT * FROM events WHERE product_id = $1 ORDER BY position", product_id
-        )
+        return await conn.fetch("SELECT * FROM events WHERE product_id = $1 ORDER BY position", product_id)
     finally:
         await conn.close()
 
@@ -83,7 +81,9 @@ async def test_concurrent_duplicates_store_once(receiver, make_product, database
     async with httpx.AsyncClient() as http:
         results = await asyncio.gather(
             *(
-                http.post(product.webhook_url, json=body, headers={"x-posthog-secret": product.webhook_secret})
+                http.post(
+                    product.webhook_url, json=body, headers={"x-posthog-secret": product.webhook_secret}
+                )
                 for _ in range(20)
             )
         )
@@ -104,7 +104,8 @@ def test_missing_or_wrong_secret_is_401(receiver, make_product) -> None:  # type
 def test_unknown_product_is_404(receiver, make_product) -> None:  # type: ignore[no-untyped-def]
     product = make_product()
     r = httpx.post(
-        f"{receiver.base_url}/webhook/does-not-exist", json=unique(),
+        f"{receiver.base_url}/webhook/does-not-exist",
+        json=unique(),
         headers={"x-posthog-secret": product.webhook_secret},
     )
     assert r.status_code == 404
@@ -169,9 +170,7 @@ async def test_database_unavailable_is_503_then_recovers(  # type: ignore[no-unt
     admin = await asyncpg.connect(pg.dsn("postgres"))
     try:
         await admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
-        )
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
         r = post(product, unique())
         assert r.status_code == 503
         assert r.headers["retry-after"] == "1"
@@ -187,7 +186,7 @@ async def test_database_unavailable_is_503_then_recovers(  # type: ignore[no-unt
     assert [r["position"] for r in await rows(database_url, product.product_id)] == [1, 2]
 
 
-def test_stock_webhook_template_body_is_understood(receiver, make_product) -> None:  # type: ignore[no-untyped-def]
+async def test_stock_webhook_template_body_is_understood(receiver, make_product, database_url) -> None:  # type: ignore[no-untyped-def]
     """PostHog's default HTTP Webhook body is {"event": {...}, "person": {...}}."""
     product = make_product()
     body = {
@@ -195,11 +194,27 @@ def test_stock_webhook_template_body_is_understood(receiver, make_product) -> No
             "uuid": "0193f0c2-0000-7000-8000-0000000000aa",
             "event": "$autocapture",
             "distinct_id": "user-7",
-            "elements_chain": 'a:attr__href="/settings/billing"href="/settings/billing"nth-child="1"nth-of-type="1"text="Billing";body:nth-child="2"nth-of-type="1"',
-            "properties": {"$current_url": "https://app.example.com/dashboard", "$event_type": "click", "$session_id": "s-7"},
+            "elements_chain": (
+                'a:attr__href="/settings/billing"href="/settings/billing"nth-child="1"'
+                'nth-of-type="1"text="Billing";body:nth-child="2"nth-of-type="1"'
+            ),
+            "properties": {
+                "$current_url": "https://app.example.com/dashboard",
+                "$event_type": "click",
+                "$session_id": "s-7",
+            },
             "timestamp": "2026-11-26T10:00:00Z",
         },
         "person": {"properties": {"email": "seven@example.com"}},
     }
     r = post(product, body)
     assert r.status_code == 200, r.text
+    [row] = await rows(database_url, product.product_id)
+    assert (row["distinct_id"], row["session_id"], row["email"]) == ("user-7", "s-7", "seven@example.com")
+    assert (row["element_tag"], row["element_text"], row["link_target"]) == (
+        "a",
+        "Billing",
+        "/settings/billing",
+    )
+    assert row["title"] == "Click Billing link"
+    assert str(row["event_uuid"]) == "0193f0c2-0000-7000-8000-0000000000aa"

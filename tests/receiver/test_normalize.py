@@ -18,7 +18,10 @@ NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     [
         ("https://app.example.com/settings/billing?tab=plans#x", "https://app.example.com/settings/billing"),
         ("https://APP.example.com:443/projects/12345/edit", "https://app.example.com/projects/:id/edit"),
-        ("https://app.example.com/sessions/019d8528-1b2c-7d3e-8f90-a1b2c3d4e5f6?mode=", "https://app.example.com/sessions/:id"),
+        (
+            "https://app.example.com/sessions/019d8528-1b2c-7d3e-8f90-a1b2c3d4e5f6?mode=",
+            "https://app.example.com/sessions/:id",
+        ),
         ("https://app.example.com/items/5f2e8a9d0b11", "https://app.example.com/items/:id"),
         ("https://app.example.com/invite/Xk9fQ2mP7rT4vL8wZ3", "https://app.example.com/invite/:id"),
         ("https://app.example.com/", "https://app.example.com/"),
@@ -48,34 +51,61 @@ def test_page_name(canonical: str, page: str) -> None:
     [
         ({}, "Click Invite member button", "User clicked Invite member button on the team page"),
         (
-            {"event": "$pageview", "event_type": "", "elements_chain": "",
-             "current_url": "https://app.example.com/settings/billing"},
-            "Page Load: Billing", "User landed on the Billing page",
+            {
+                "event": "$pageview",
+                "event_type": "",
+                "elements_chain": "",
+                "current_url": "https://app.example.com/settings/billing",
+            },
+            "Page Load: Billing",
+            "User landed on the Billing page",
         ),
         (
-            {"elements_chain": 'a.nav-link:attr__href="/settings/billing"href="/settings/billing"'
-             'nth-child="1"nth-of-type="1"text="Billing";body:nth-child="2"nth-of-type="1"',
-             "current_url": "https://app.example.com/dashboard"},
-            "Click Billing link", "User clicked Billing link on the dashboard page",
+            {
+                "elements_chain": 'a.nav-link:attr__href="/settings/billing"href="/settings/billing"'
+                'nth-child="1"nth-of-type="1"text="Billing";body:nth-child="2"nth-of-type="1"',
+                "current_url": "https://app.example.com/dashboard",
+            },
+            "Click Billing link",
+            "User clicked Billing link on the dashboard page",
         ),
         (
-            {"event_type": "submit", "elements_chain": 'form:attr__id="invite-form"attr_id="invite-form"'
-             'nth-child="1"nth-of-type="1";body:nth-child="2"nth-of-type="1"'},
-            "Submit invite-form form", "User submitted invite-form form on the team page",
+            {
+                "event_type": "submit",
+                "elements_chain": 'form:attr__id="invite-form"attr_id="invite-form"'
+                'nth-child="1"nth-of-type="1";body:nth-child="2"nth-of-type="1"',
+            },
+            "Submit invite-form form",
+            "User submitted invite-form form on the team page",
         ),
         (
-            {"event_type": "change", "elements_chain": 'select:attr__name="role"nth-child="1"'
-             'nth-of-type="1";form:nth-child="1"nth-of-type="1";body:nth-child="2"nth-of-type="1"'},
-            "Change role dropdown", "User changed the selection in role dropdown on the team page",
+            {
+                "event_type": "change",
+                "elements_chain": 'select:attr__name="role"nth-child="1"'
+                'nth-of-type="1";form:nth-child="1"nth-of-type="1";body:nth-child="2"nth-of-type="1"',
+            },
+            "Change role dropdown",
+            "User changed the selection in role dropdown on the team page",
         ),
         (
-            {"elements_chain": 'div:nth-child="1"nth-of-type="1";body:nth-child="2"nth-of-type="1"',
-             "button_or_link_text": "", "current_url": "https://app.example.com/pricing"},
-            "Click element", "User clicked element on the pricing page",
+            {
+                "elements_chain": 'div:nth-child="1"nth-of-type="1";body:nth-child="2"nth-of-type="1"',
+                "button_or_link_text": "",
+                "current_url": "https://app.example.com/pricing",
+            },
+            "Click element",
+            "User clicked element on the pricing page",
         ),
-        ({"event": "$rageclick"}, "Rage click Invite member button",
-         "User rage-clicked Invite member button on the team page"),
-        ({"event": "invite_sent", "event_type": ""}, "invite_sent", "User triggered invite_sent on the team page"),
+        (
+            {"event": "$rageclick"},
+            "Rage click Invite member button",
+            "User rage-clicked Invite member button on the team page",
+        ),
+        (
+            {"event": "invite_sent", "event_type": ""},
+            "invite_sent",
+            "User triggered invite_sent on the team page",
+        ),
     ],
 )
 def test_titles_and_descriptions(overrides: dict, title: str, description: str) -> None:
@@ -97,7 +127,9 @@ def test_timestamps_are_parsed_liberally_and_clamped() -> None:
     def occurred(ts: object) -> datetime:
         return normalize.from_webhook(hog_payload(timestamp=ts), received_at=NOW).occurred_at
 
-    assert occurred("2026-11-26T10:15:30.123456+00:00") == datetime(2026, 11, 26, 10, 15, 30, 123456, tzinfo=UTC)
+    assert occurred("2026-11-26T10:15:30.123456+00:00") == datetime(
+        2026, 11, 26, 10, 15, 30, 123456, tzinfo=UTC
+    )
     assert occurred("2026-11-26 10:15:30") == datetime(2026, 11, 26, 10, 15, 30, tzinfo=UTC)
     assert occurred(1795688130000) == datetime.fromtimestamp(1795688130, tz=UTC)
     assert occurred("not a date") == NOW

@@ -77,8 +77,11 @@ def test_exactly_201_and_required_fields(receiver) -> None:  # type: ignore[no-u
     assert body["webhook_secret"] == "s" * 43  # the SDK-generated secret is honoured
     for key in ("unkey_key", "unkey_key_id", "capture_token", "webhook_url", "stream_url"):
         assert body[key]
-    for bad in ({"product_id": "raw2"}, {"product_id": "bad id", "contact_email": "x@example.com"},
-                {"product_id": "raw3", "contact_email": "not-an-email"}):
+    for bad in (
+        {"product_id": "raw2"},
+        {"product_id": "bad id", "contact_email": "x@example.com"},
+        {"product_id": "raw3", "contact_email": "not-an-email"},
+    ):
         r = httpx.post(f"{receiver.base_url}/products", json=bad)
         assert r.status_code == 400, bad
         assert r.json()["detail"]
@@ -92,7 +95,8 @@ def test_closed_to_non_loopback_without_admin_token(receiver_factory) -> None:  
     assert r.status_code == 403
     assert "RECEIVER_ADMIN_TOKEN" in r.json()["detail"]
     r = httpx.post(
-        f"{live.base_url}/products", json=body,
+        f"{live.base_url}/products",
+        json=body,
         headers={"X-Forwarded-For": "203.0.113.9", "Authorization": "Bearer admin-secret-token"},
     )
     assert r.status_code == 201
@@ -106,7 +110,10 @@ def test_cli_product_lifecycle(receiver, database_url) -> None:  # type: ignore[
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "receiver", *args], env=env, capture_output=True, text=True,
+            [sys.executable, "-m", "receiver", *args],
+            env=env,
+            capture_output=True,
+            text=True,
             timeout=60,
         )
 

@@ -21,8 +21,11 @@ async def _post_many(urls_and_secrets: list[tuple[str, str]], n: int, concurrenc
         nonlocal ok
         url, secret = urls_and_secrets[i % len(urls_and_secrets)]
         async with sem:
-            r = await http.post(url, json=unique(distinct_id=f"u{i % 7}", session_id=f"s{i % 5}"),
-                                headers={"x-posthog-secret": secret})
+            r = await http.post(
+                url,
+                json=unique(distinct_id=f"u{i % 7}", session_id=f"s{i % 5}"),
+                headers={"x-posthog-secret": secret},
+            )
         if r.status_code == 200:
             ok += 1
 
@@ -38,8 +41,11 @@ async def test_event_ingested_by_one_process_reaches_subscriber_of_another(spawn
     product = register_product(a.base_url, "two-proc")
     stream_on_b = f"{b.base_url}/stream/two-proc"
     async with Collector(stream_on_b, product.stream_key) as sub, httpx.AsyncClient() as http:
-        r = await http.post(product.webhook_url, json=unique(distinct_id="via-a"),
-                            headers={"x-posthog-secret": product.webhook_secret})
+        r = await http.post(
+            product.webhook_url,
+            json=unique(distinct_id="via-a"),
+            headers={"x-posthog-secret": product.webhook_secret},
+        )
         assert r.status_code == 200
         [frame] = await sub.wait_for(1)
     assert frame.json["user_id"] == "via-a"

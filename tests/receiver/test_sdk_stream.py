@@ -31,9 +31,7 @@ async def test_async_client_receives_every_field(receiver, make_product) -> None
     async def on_actions(payload: ActionsPayload) -> None:
         await got.put(payload)
 
-    client = AsyncConnectorClient(
-        url=product.stream_url, token=product.stream_key, on_connect=connected.set
-    )
+    client = AsyncConnectorClient(url=product.stream_url, token=product.stream_key, on_connect=connected.set)
     client.on_actions(on_actions)
     task = client.run_in_background()
     try:
@@ -65,7 +63,9 @@ async def test_async_client_receives_every_field(receiver, make_product) -> None
     assert action.timestamp_start == datetime(2026, 11, 26, 10, 15, 30, 123000, tzinfo=UTC).timestamp()
     assert action.timestamp_end == action.timestamp_start
     assert (action.session_id, action.user_id, action.email) == (
-        first.session_id, "user-42", "jane.doe@example.com",
+        first.session_id,
+        "user-42",
+        "jane.doe@example.com",
     )
     page = second.actions[0]
     assert page.type == "pageview"
@@ -91,7 +91,8 @@ def test_sync_client_receives(receiver_factory) -> None:  # type: ignore[no-unty
     try:
         assert connected.wait(TIMEOUT)
         r = httpx.post(
-            product.webhook_url, json=unique(distinct_id="sync-user"),
+            product.webhook_url,
+            json=unique(distinct_id="sync-user"),
             headers={"x-posthog-secret": product.webhook_secret},
         )
         assert r.status_code == 200
@@ -201,7 +202,8 @@ def test_stream_bad_since_is_400(receiver, make_product) -> None:  # type: ignor
     for query in ("since=-1", "since=abc", "replay=abc"):
         r = httpx.get(
             f"{product.stream_url}?{query}",
-            headers={"Authorization": f"Bearer {product.stream_key}"}, timeout=5,
+            headers={"Authorization": f"Bearer {product.stream_key}"},
+            timeout=5,
         )
         assert r.status_code == 400, query
         assert r.json()["detail"]
@@ -209,7 +211,9 @@ def test_stream_bad_since_is_400(receiver, make_product) -> None:  # type: ignor
 
 def test_trailing_slash_is_never_redirected(receiver, make_product) -> None:  # type: ignore[no-untyped-def]
     product = make_product()
-    r = httpx.post(product.webhook_url + "/", json=unique(), headers={"x-posthog-secret": product.webhook_secret})
+    r = httpx.post(
+        product.webhook_url + "/", json=unique(), headers={"x-posthog-secret": product.webhook_secret}
+    )
     assert r.status_code == 404 and not r.is_redirect
     r = httpx.get(product.stream_url + "/", headers={"Authorization": f"Bearer {product.stream_key}"})
     assert r.status_code == 404 and not r.is_redirect
