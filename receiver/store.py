@@ -368,6 +368,18 @@ FROM n
 
 APPEND_SQL = _append_sql()
 
+BUMP_SQL = """
+WITH c AS (SELECT * FROM unnest($1::text[], $2::bigint[]) AS c(product_id, n)),
+locked AS (
+    SELECT p.product_id FROM products p JOIN c USING (product_id)
+    ORDER BY p.product_id FOR UPDATE OF p
+)
+UPDATE products p SET last_position = p.last_position + c.n
+FROM c, locked l
+WHERE p.product_id = c.product_id AND l.product_id = c.product_id
+RETURNING p.product_id, p.last_position
+"""
+
 
 async def append(conn: asyncpg.Connection, batch: Sequence[Pending]) -> list[Appended]:
     """Commit a batch in one transaction; one result per input, in input order.
@@ -433,14 +445,16 @@ async def _append_copy(conn: asyncpg.Connection, batch: Sequence[Pending]) -> li
         for i in new_idx:
             per_product.setdefault(batch[i].product_id, []).append(i)
         positions: dict[int, int] = {}
-        for product_id in sorted(per_product):
+        # One statement for every product of the batch (it was one round trip per product:
+        # a batch spread over 100 products took 100 of them, which under load grew the next
+        # batch and so on). Rows are still locked in product_id order.
+        pids = sorted(per_product)
+        lasts = dict(
+            await conn.fetch(BUMP_SQL, pids, [len(per_product[pid]) for pid in pids])
+        ) if pids else {}
+        for product_id in pids:
             idxs = per_product[product_id]
-            last = await conn.fetchval(
-                "UPDATE products SET last_position = last_position + $2 "
-                "WHERE product_id = $1 RETURNING last_position",
-                product_id,
-                len(idxs),
-            )
+            last = lasts.get(product_id)
             if last is None:
                 from receiver.errors import NotFoundError
 

@@ -1,0 +1,93 @@
+"""store.append has two paths (one statement for small batches, statements + COPY for large
+ones): both must assign the same gap-free positions and session indexes, drop the same
+duplicates, store the same rows, and send one NOTIFY per commit."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from receiver import normalize, store
+from receiver.errors import NotFoundError
+from receiver.store import Pending
+
+BASE = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _pending(product: str, n: int, session: str | None, uuid: str | None = None) -> Pending:
+    at = BASE + timedelta(microseconds=n)
+    raw = {
+        "event": "$pageview", "distinct_id": f"u{n % 3}", "session_id": session,
+        "current_url": f"https://example.com/p/{n}", "timestamp": at.isoformat(),
+        "uuid": uuid or f"00000000-0000-4000-8000-{n:012x}",
+    }
+    return Pending(product, at, normalize.from_webhook(raw, received_at=at))
+
+
+async def _run(url: str, single_max: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "SINGLE_STATEMENT_MAX", single_max)
+    pool = await store.create_pool(url, max_size=2, timeout=10)
+    notes: list[str] = []
+    listener = await asyncpg.connect(store.asyncpg_dsn(url))
+    await listener.add_listener(store.NOTIFY_EVENTS, lambda *a: notes.append(a[3]))
+    try:
+        async with pool.acquire() as conn:
+            for pid in ("a", "b"):
+                await conn.execute(
+                    "INSERT INTO products (product_id, contact_email, capture_token) "
+                    "VALUES ($1, 'x@example.com', $2)", pid, f"tok-{pid}",
+                )
+            n = 0
+            expected_positions = {"a": 0, "b": 0}
+            for size in (1, 3, 40, 7, 64):
+                batch = []
+                for _ in range(size):
+                    n += 1
+                    batch.append(_pending("ab"[n % 2], n, f"s{n % 4}" if n % 5 else None))
+                # A duplicate inside the batch and one of an already stored event.
+                batch.append(batch[0])
+                if n > size:
+                    batch.append(_pending("a", 2, "s2"))
+                results = await store.append(conn, batch)
+                assert len(results) == len(batch)
+                assert results[size].position is None  # in-batch duplicate
+                if n > size:
+                    assert results[-1].position is None  # stored before
+                for p, r in zip(batch[:size], results[:size], strict=True):
+                    expected_positions[p.product_id] += 1
+                    assert r.position == expected_positions[p.product_id]
+                    assert r.row is not None and r.row.position == r.position
+            rows = await conn.fetch(
+                "SELECT product_id, position, session_id, session_index FROM events "
+                "ORDER BY product_id, position"
+            )
+            assert [r["position"] for r in rows if r["product_id"] == "a"] == list(
+                range(1, expected_positions["a"] + 1)
+            )
+            heads = dict(await conn.fetch("SELECT product_id, last_position FROM products"))
+            assert heads == expected_positions
+            by_session: dict[tuple[str, str], list[int]] = {}
+            for r in rows:
+                by_session.setdefault((r["product_id"], r["session_id"] or ""), []).append(
+                    r["session_index"]
+                )
+            for idx in by_session.values():
+                assert idx == list(range(len(idx)))  # gap-free, in position order
+            with pytest.raises(NotFoundError):
+                await store.append(conn, [_pending("gone", 10_000, "s")])
+            assert await conn.fetchval("SELECT count(*) FROM events WHERE product_id='gone'") == 0
+        await asyncio.sleep(0.2)
+        assert len(notes) == 5  # one per committed batch, none for the failed one
+    finally:
+        await listener.close()
+        await pool.close()
+
+
+@pytest.mark.parametrize("single_max", [0, 32, 10_000], ids=["copy", "mixed", "single"])
+def test_append_paths_agree(
+    database_url: str, single_max: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asyncio.run(_run(database_url, single_max, monkeypatch))
