@@ -24,6 +24,10 @@ test: $(STAMP) browser-deps rasa-venv
 	$(PY) -m ruff check receiver bridge tests migrations posthog scripts bench
 	$(PY) -m pytest -q -ra
 
+## Only the long-running fault tests (kill -9, Postgres outage, SIGTERM); `make test` runs them too.
+test-faults: $(STAMP)
+	$(PY) -m pytest -q -ra -m slow
+
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow and not browser and not rasa"
 

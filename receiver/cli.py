@@ -512,7 +512,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        # Ctrl-C or SIGTERM after an orderly shutdown: a clean exit, so that systemd and
+        # container runtimes don't report a failure for a requested stop.
+        return 0
 
 
 if __name__ == "__main__":
