@@ -37,7 +37,7 @@ lint: $(STAMP)
 browser-deps:
 	@bash scripts/browser-deps.sh
 
-## The "Direct, on-prem" demo: receiver + embedded Postgres + demo product + demo app (Ctrl-C stops all).
+## The whole loop on one machine: receiver, demo product, bridge, action server + Rasa (with a Python 3.10), demo app with the chat widget (Ctrl-C stops all).
 demo: $(STAMP)
 	@bash scripts/demo.sh
 
