@@ -16,7 +16,7 @@ import pytest
 from tests.bridge.helpers import LiveBridge, Product, StartBridge, bridge_settings
 from tests.fakes.llm import FakeLLM
 
-PLUGINS = ("tests.fakes.llm", "tests.bridge.fixtures")
+PLUGINS = ("tests.fakes.llm", "tests.bridge.fixtures", "tests.rasa.stack")
 
 
 def register_plugins(config: pytest.Config) -> None:

@@ -1,15 +1,13 @@
 """Tier 3 fixtures: the Tier 2 stack plus what a browser needs on top of it.
 
-``rasa_stack`` is the Tier 2 session fixture from ``tests/rasa/test_real_rasa.py``, reused as is:
+``rasa_stack`` is the Tier 2 session fixture from ``tests/rasa/stack.py``:
 ``receiver serve`` on a throwaway database, a live bridge on the product's stream, the real
 action server (rasa-sdk 3.6.2) and ``rasa run`` (REST + socketio, ``--cors "*"``), the fake
 OpenAI-compatible LLM; everything on 127.0.0.1, stopped at the end of the session. Import the
 names below into the test module (``from .chat_stack import ...``).
 
-pytest keeps one instance per fixture definition, so a test module that imports ``rasa_stack``
-gets its own stack (and its own fake LLM, ``fake_llm_server``), even when tests/rasa runs in the
-same session. It also works when tests/browser is run on its own (tests/rasa/conftest.py, which
-registers the fake LLM as a plugin, is not loaded then).
+``rasa_stack`` and the fake LLM are plugin fixtures (``tests.bridge.fixtures.register_plugins``,
+called by tests/browser/conftest.py too), so Tier 2 and Tier 3 share one stack per session.
 
 ``chat_loop`` adds the demo app: posthog-js sends to the stack's receiver with the product's
 capture token. Open it with ``?rasa=<ChatLoop.rasa_url>`` and every page of that tab loads the
@@ -22,12 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.bridge.helpers import wait_for
-from tests.fakes.llm import FakeLLM, fake_llm_server  # noqa: F401  (fixture)
-from tests.rasa.test_real_rasa import RasaStack, rasa_stack  # noqa: F401  (fixture)
+from tests.fakes.llm import FakeLLM
+from tests.rasa.stack import RasaStack
 
 from .browser import chromium_path, load_serve_module
 
@@ -44,29 +41,6 @@ def missing_for_chat_loop() -> str | None:
     except serve.MissingAssets as exc:
         return str(exc)
     return rasa_model_missing()
-
-
-def capture_token(stack: RasaStack) -> str:
-    """The stack's product capture token (what posthog-js sends as its project key).
-
-    ``RasaStack`` keeps only what the webhook and the stream need, and the receiver returns the
-    capture token only in registration answers. So: re-register with ``force_reregister`` and the
-    same webhook secret. The capture token never changes; the new stream key is not used and
-    the bridge's key stays valid for the receiver's grace period (24 h by default), so its live
-    stream is not disturbed. The caller checks that the bridge did not reconnect.
-    """
-    resp = httpx.post(
-        f"{stack.product.receiver_url}/products",
-        json={
-            "product_id": stack.product.product_id,
-            "contact_email": "ops@example.com",
-            "webhook_secret": stack.product.webhook_secret,
-            "force_reregister": True,
-        },
-        timeout=10,
-    )
-    assert resp.status_code == 201, resp.text
-    return str(resp.json()["capture_token"])
 
 
 @dataclass
@@ -89,20 +63,14 @@ class ChatLoop:
 
 
 @pytest.fixture
-def chat_loop(rasa_stack: RasaStack, demo_app_factory: Callable[..., Any]) -> ChatLoop:  # noqa: F811
+def chat_loop(rasa_stack: RasaStack, demo_app_factory: Callable[..., Any]) -> ChatLoop:
     stack = rasa_stack
-    connects = stack.bridge.healthz()["stream_connects"]
-    token = capture_token(stack)
     app = demo_app_factory(
         api_host=stack.product.receiver_url,
-        token=token,
+        token=stack.capture_token,
         product_id=stack.product.product_id,
     )
-    # Re-registering must not have cost the bridge its stream (see capture_token).
-    health = wait_for(
-        lambda: (h := stack.bridge.healthz())["stream_connected"] and h,
-        timeout=30,
-        what="the bridge's stream",
+    wait_for(
+        lambda: stack.bridge.healthz()["stream_connected"], timeout=30, what="the bridge's stream"
     )
-    assert health["stream_connects"] == connects, health
-    return ChatLoop(stack=stack, app_url=app.url, capture_token=token)
+    return ChatLoop(stack=stack, app_url=app.url, capture_token=stack.capture_token)

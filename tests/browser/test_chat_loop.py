@@ -27,13 +27,7 @@ import pytest
 from tests.fakes.llm import RecordedRequest, activity_lines
 
 from .browser import UI_TIMEOUT_MS, open_demo, wait_until
-from .chat_stack import (  # noqa: F401  (fixtures)
-    ChatLoop,
-    chat_loop,
-    fake_llm_server,
-    missing_for_chat_loop,
-    rasa_stack,
-)
+from .chat_stack import ChatLoop, chat_loop, missing_for_chat_loop  # noqa: F401  (fixture)
 
 _MISSING = missing_for_chat_loop()
 

@@ -12,28 +12,20 @@ and the literal ``/nlu_fallback`` payload.
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import json
 import os
-import secrets
 import subprocess
 import sys
 import tarfile
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import yaml
 
-from tests.bridge.helpers import LiveBridge, Product, bridge_settings, hog_click, hog_pageview
-from tests.fakes.llm import FakeLLM
-from tests.rasa.procs import Proc, free_port
+from tests.bridge.helpers import hog_click, hog_pageview
 from tests.rasa.rasa_env import (
     BOT,
     MODEL,
@@ -43,6 +35,7 @@ from tests.rasa.rasa_env import (
     rasa_model_missing,
     rasa_venv_missing,
 )
+from tests.rasa.stack import RasaStack
 
 # The session stack's setup (Rasa loads its model: ~30 s idle, minutes on a loaded machine)
 # is charged to the first test, so the suite-wide 180 s timeout is too tight here.
@@ -55,147 +48,6 @@ GREETING = "Hey! I'm your copilot. I can see what you've been doing — ask me a
 RASA_READY_TIMEOUT = 240.0  # ~30 s on 2 idle cores; generous for a loaded CI machine
 
 
-@dataclass
-class RasaStack:
-    product: Product
-    bridge: LiveBridge
-    rasa_url: str
-    action_url: str
-    llm: FakeLLM
-
-    def rest(self, sender: str, message: str, metadata: dict[str, Any]) -> list[dict[str, Any]]:
-        resp = httpx.post(
-            f"{self.rasa_url}/webhooks/rest/webhook",
-            json={"sender": sender, "message": message, "metadata": metadata},
-            timeout=60,
-        )
-        assert resp.status_code == 200, resp.text
-        return resp.json()
-
-
-async def _admin(dsn: str, sql: str) -> None:
-    conn = await asyncpg.connect(dsn)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@pytest.fixture(scope="session")
-def rasa_stack(
-    pg: Any,
-    template_db: str,
-    fake_llm_server: FakeLLM,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[RasaStack]:
-    reason = rasa_model_missing()
-    if reason:
-        pytest.skip(reason)
-    logs = tmp_path_factory.mktemp("rasa-stack")
-    procs: list[Proc] = []
-    bridge: LiveBridge | None = None
-    db = "rasa_" + secrets.token_hex(4)
-    asyncio.run(_admin(pg.dsn("postgres"), f"CREATE DATABASE {db} TEMPLATE {template_db}"))
-    try:
-        # Rasa first: it is by far the slowest to become ready, the rest starts meanwhile.
-        action_port, rasa_port, receiver_port = free_port(), free_port(), free_port()
-        endpoints = logs / "endpoints.yml"
-        endpoints.write_text(
-            yaml.safe_dump({"action_endpoint": {"url": f"http://127.0.0.1:{action_port}/webhook"}})
-        )
-        rasa_env = {
-            **RASA_ENV,
-            "RASA_CACHE_DIRECTORY": str(logs / "rasa-cache"),
-            # Sanic reads SANIC_* into its config; bound the shutdown wait for open sockets.
-            "SANIC_GRACEFUL_SHUTDOWN_TIMEOUT": "3",
-        }
-        rasa = Proc(
-            "rasa",
-            [
-                str(RASA_BIN), "run",
-                "--enable-api", "--cors", "*",
-                "-i", "127.0.0.1", "-p", str(rasa_port),
-                "--endpoints", str(endpoints),
-                "--credentials", str(BOT / "credentials.yml"),
-                "-m", str(MODEL),
-            ],
-            cwd=logs,
-            env=rasa_env,
-            log_dir=logs,
-        )  # fmt: skip
-        procs.append(rasa)
-
-        receiver = Proc(
-            "receiver",
-            [str(VENV_BIN / "receiver"), "serve"],
-            cwd=logs,
-            env={
-                "RECEIVER_DATABASE_URL": pg.url(db),
-                "RECEIVER_HOST": "127.0.0.1",
-                "RECEIVER_PORT": str(receiver_port),
-            },
-            log_dir=logs,
-        )
-        procs.append(receiver)
-        receiver_url = f"http://127.0.0.1:{receiver_port}"
-        receiver.wait_http(f"{receiver_url}/readyz", timeout=60)
-        resp = httpx.post(
-            f"{receiver_url}/products",
-            json={"product_id": "rasa-tier2", "contact_email": "ops@example.com"},
-            timeout=10,
-        )
-        assert resp.status_code == 201, resp.text
-        creds = resp.json()
-        product = Product(
-            receiver_url=receiver_url,
-            product_id="rasa-tier2",
-            webhook_secret=creds["webhook_secret"],
-            stream_key=creds["unkey_key"],
-        )
-
-        bridge = LiveBridge(bridge_settings(product, fake_llm_server)).start()
-        bridge.wait_connected()
-
-        # rasa_sdk has no host flag but honours SANIC_HOST: keep it on loopback.
-        action_server = Proc(
-            "action-server",
-            [str(RASA_PYTHON), "-m", "rasa_sdk", "--actions", "actions", "-p", str(action_port)],
-            cwd=BOT,
-            env={
-                **RASA_ENV,
-                "SANIC_HOST": "127.0.0.1",
-                "SANIC_GRACEFUL_SHUTDOWN_TIMEOUT": "3",
-                "BRIDGE_URL": bridge.url,
-            },
-            log_dir=logs,
-        )
-        procs.append(action_server)
-        action_url = f"http://127.0.0.1:{action_port}"
-        action_server.wait_http(f"{action_url}/health", timeout=60)
-
-        rasa_url = f"http://127.0.0.1:{rasa_port}"
-        rasa.wait_http(
-            f"{rasa_url}/status",
-            timeout=RASA_READY_TIMEOUT,
-            ok=lambda r: r.status_code == 200 and bool(r.json().get("model_file")),
-        )
-        yield RasaStack(product, bridge, rasa_url, action_url, fake_llm_server)
-    finally:
-        # Clients before servers: Rasa holds keep-alive connections to the action server and
-        # the bridge holds a stream on the receiver; stopping a server first would make it wait
-        # out its graceful-shutdown timeout for those connections.
-        by_name = {p.name: p for p in procs}
-        if "rasa" in by_name:
-            # Rasa takes >10 s to exit on SIGTERM and holds nothing worth flushing here (the
-            # tracker store is in memory): give it a few seconds, then SIGKILL.
-            by_name["rasa"].stop(timeout=5)
-        if "action-server" in by_name:
-            by_name["action-server"].stop()
-        if bridge is not None:
-            bridge.stop()
-        if "receiver" in by_name:
-            by_name["receiver"].stop()
-        asyncio.run(_admin(pg.dsn("postgres"), f"DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
 
 
 def _clicked(stack: RasaStack, user_id: str, email: str, *, text: str, page: str) -> None:
