@@ -209,6 +209,8 @@ async def test_the_widget_answers_with_this_users_activity_only(
     lines_a = activity_lines(call_a.user)
     assert any("Invite member" in line for line in lines_a), lines_a
     assert any(urlsplit(line.rsplit(" ", 1)[-1]).path == "/team" for line in lines_a), lines_a
+    # The widget sits in a ph-no-capture container: opening it and sending are not activity.
+    assert not any("submitted" in line for line in lines_a), lines_a
     assert f"User's first name: {ALICE.name}." in call_a.system
     assert leaks(call_a, BOB, "Upgrade plan", "/billing") == []
     # The widget shows what the LLM answered.

@@ -231,7 +231,8 @@
           showFullScreenButton: false,
           params: { storage: "session" },
         },
-        null
+        // ph-no-capture: the widget's own clicks (launcher, send) are not user activity.
+        document.body.appendChild(el("div", { id: "copilot-widget", class: "ph-no-capture" }))
       );
       demo.rasaLoaded = true;
     };
