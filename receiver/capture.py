@@ -434,20 +434,37 @@ _CAPTURE_RESPONSES: dict[int | str, dict[str, Any]] = {
     503: {"description": "Database unavailable or shutting down; retry."},
 }
 
+# One route per method, each with its own operation id: a shared id makes the OpenAPI
+# document ambiguous for clients generated from it.
 for _base in CAPTURE_PATHS:
     for _path in _both(_base):
-        router.add_api_route(
-            _path, capture, methods=["POST", "GET"], responses=_CAPTURE_RESPONSES,
-            include_in_schema=_path.endswith("/"), name=f"capture {_path}",
-        )
+        for _method in ("POST", "GET"):
+            router.add_api_route(
+                _path, capture, methods=[_method], responses=_CAPTURE_RESPONSES,
+                include_in_schema=_path.endswith("/"), name=f"capture {_method} {_path}",
+                operation_id=f"capture_{_method.lower()}_{_base.strip('/').replace('/', '_')}",
+            )
 for _base in FLAGS_PATHS:
     for _path in _both(_base):
-        router.add_api_route(
-            _path, flags, methods=["GET", "POST"], include_in_schema=_path.endswith("/"),
-            name=f"flags {_path}",
-        )
-router.add_api_route("/array/{token}/config", config_json, methods=["GET"])
-router.add_api_route("/array/{token}/config.js", config_js, methods=["GET"])
+        for _method in ("GET", "POST"):
+            router.add_api_route(
+                _path, flags, methods=[_method], include_in_schema=_path.endswith("/"),
+                name=f"flags {_method} {_path}",
+                operation_id=f"flags_{_method.lower()}_{_base.strip('/')}",
+            )
+_CONFIG_400 = {400: {"description": "The token has characters a project token never has."}}
+router.add_api_route(
+    "/array/{token}/config", config_json, methods=["GET"], responses=_CONFIG_400,
+    operation_id="remote_config",
+)
+router.add_api_route(
+    "/array/{token}/config.js", config_js, methods=["GET"], response_class=Response,
+    responses={
+        200: {"content": {"application/javascript": {}}, "description": "The config as a script."},
+        **_CONFIG_400,
+    },
+    operation_id="remote_config_js",
+)
 
 
 # --------------------------------------------------------------------------- CORS

@@ -52,12 +52,7 @@ MAX_EXAMPLES = 25
 # Known gaps in documentation owned elsewhere (receiver/capture.py). These operations still
 # must never answer 5xx and must match whatever schemas they declare; only the named checks
 # are skipped until the routes document these answers. Remove an entry once it is fixed.
-DOC_GAPS: dict[str, tuple[Any, ...]] = {
-    # 400 "invalid project token" is not in the route's responses.
-    "GET /array/{token}/config": (status_code_conformance,),
-    # Same 400; and the route serves application/javascript but documents application/json.
-    "GET /array/{token}/config.js": (status_code_conformance, content_type_conformance),
-}
+DOC_GAPS: dict[str, tuple[Any, ...]] = {}
 
 
 async def _admin(srv: devdb.PgServer, sql: str) -> None:
