@@ -9,6 +9,7 @@ can answer 503 without knowing about asyncpg.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -360,10 +361,24 @@ WITH input AS (
     INSERT INTO events ({cols}) SELECT {select} FROM n
 )
 SELECT ord, position, session_index,
-    (SELECT pg_notify('{NOTIFY_EVENTS}', json_object_agg(product_id, last_position)::text)
+    (SELECT pg_notify('{NOTIFY_EVENTS}', (json_object_agg(product_id, last_position)::jsonb
+                || jsonb_build_object('{ORIGIN_KEY}', ${len(_INPUT_COLUMNS) + 2}::text))::text)
      FROM bump HAVING count(*) > 0) AS notified
 FROM n
 """  # noqa: S608
+
+
+# The NOTIFY payload is {product_id: head, ...} plus, under this key (never a product id: those
+# start with a letter or digit), the origin of the commit: listeners skip their own writer's
+# commits, whose rows it hands to the hub directly (see receiver.hub._on_events).
+ORIGIN_KEY = ""
+_PROCESS_TOKEN = os.urandom(4).hex()
+
+
+def origin_of(pool: object) -> str:
+    """Names one receiver (its connection pool) among every process on the database."""
+    # The pid tells forked workers apart (they share the random token and may share ids).
+    return f"{os.getpid()}-{_PROCESS_TOKEN}-{id(pool):x}"
 
 
 APPEND_SQL = _append_sql()
@@ -381,7 +396,9 @@ RETURNING p.product_id, p.last_position
 """
 
 
-async def append(conn: asyncpg.Connection, batch: Sequence[Pending]) -> list[Appended]:
+async def append(
+    conn: asyncpg.Connection, batch: Sequence[Pending], *, origin: str = ""
+) -> list[Appended]:
     """Commit a batch in one transaction; one result per input, in input order.
 
     Lock order is fixed (dedup keys sorted, then product rows sorted, then session counters
@@ -391,7 +408,7 @@ async def append(conn: asyncpg.Connection, batch: Sequence[Pending]) -> list[App
     Small batches are one statement (:func:`_append_sql`), large ones :func:`_append_copy`.
     """
     if len(batch) > SINGLE_STATEMENT_MAX:
-        return await _append_copy(conn, batch)
+        return await _append_copy(conn, batch, origin)
     first_of: dict[tuple[str, str], int] = {}
     for i, p in enumerate(batch):
         first_of.setdefault((p.product_id, p.event.dedup_key), i)
@@ -399,7 +416,7 @@ async def append(conn: asyncpg.Connection, batch: Sequence[Pending]) -> list[App
     records = [_record(batch[i], 0, 0) for i in unique]
     columns = [[r[j] for r in records] for j in _INPUT_INDEXES]
     try:
-        rows = await conn.fetch(APPEND_SQL, unique, *columns)  # its own transaction
+        rows = await conn.fetch(APPEND_SQL, unique, *columns, origin)  # its own transaction
     except asyncpg.NotNullViolationError as exc:
         # Only a missing products row leaves a position NULL; the statement stored nothing.
         if getattr(exc, "column_name", None) == "position":
@@ -414,7 +431,9 @@ async def append(conn: asyncpg.Connection, batch: Sequence[Pending]) -> list[App
     return results
 
 
-async def _append_copy(conn: asyncpg.Connection, batch: Sequence[Pending]) -> list[Appended]:
+async def _append_copy(
+    conn: asyncpg.Connection, batch: Sequence[Pending], origin: str = ""
+) -> list[Appended]:
     """The path for large batches: a statement per step, rows by COPY (cheapest per row).
 
     Same contract as :func:`append`; this is the original implementation, unchanged.
@@ -497,7 +516,8 @@ async def _append_copy(conn: asyncpg.Connection, batch: Sequence[Pending]) -> li
             )
             heads = {pid: positions[idxs[-1]] for pid, idxs in per_product.items()}
             await conn.execute(
-                "SELECT pg_notify($1, $2)", NOTIFY_EVENTS, orjson.dumps(heads).decode()
+                "SELECT pg_notify($1, $2)", NOTIFY_EVENTS,
+                orjson.dumps({**heads, ORIGIN_KEY: origin}).decode(),
             )
 
     for i in new_idx:

@@ -171,7 +171,9 @@ class Writer:
             try:
                 with store.unavailable("committing events"):
                     async with self.pool.acquire() as conn:
-                        return await store.append(conn, batch)
+                        return await store.append(
+                            conn, batch, origin=store.origin_of(self.pool)
+                        )
             except asyncpg.PostgresError as exc:
                 if getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES and attempt < 2:
                     continue
