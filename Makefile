@@ -44,5 +44,13 @@ demo: $(STAMP)
 rasa-venv:
 	@bash scripts/rasa-venv.sh
 
+## Benchmark (not part of `make test`): table + docs/bench/results.json + results.png, ~4 min.
+bench: $(STAMP)
+	@bash bench/run.sh $(ARGS)
+
+## The benchmark harness end to end at toy sizes (~40 s; also part of `make test`).
+bench-smoke: $(STAMP)
+	$(PY) -m pytest -q tests/bench
+
 clean:
 	rm -rf $(VENV) .venv-rasa .data node_modules

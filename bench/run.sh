@@ -9,13 +9,8 @@ if [ ! -x "$PY" ]; then
   python3 -m venv .venv
   "$PY" -m pip install -q --upgrade pip
 fi
-"$PY" -m pip install -q -e '.[test]'
-# The `bench` extra once pyproject.toml has it; the same pins otherwise.
-have_tools() { "$PY" -c 'import matplotlib' 2>/dev/null && [ -x .venv/bin/py-spy ]; }
-if ! have_tools; then
-  "$PY" -m pip install -q -e '.[bench]' 2>/dev/null || true
-  have_tools || "$PY" -m pip install -q 'matplotlib==3.11.2' 'py-spy==0.4.3'
-fi
+have_tools() { "$PY" -c 'import matplotlib, autoplay_sdk' 2>/dev/null && [ -x .venv/bin/py-spy ]; }
+have_tools || "$PY" -m pip install -q -e '.[test,bench]'
 if ! command -v wrk >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq

@@ -21,9 +21,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = await runtime.start(settings, head_revision())
         app.state.runtime = rt
+        restore_signals = runtime.chain_exit_signals(rt)
         try:
             yield
         finally:
+            restore_signals()
             await runtime.stop(rt)
 
     app = FastAPI(

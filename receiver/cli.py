@@ -28,7 +28,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import datetime
-from types import FrameType
 from typing import Any
 
 import asyncpg
@@ -88,21 +87,6 @@ def app_factory() -> Any:
     return create_app(settings)
 
 
-def _server_class() -> type:
-    import uvicorn
-
-    from receiver import runtime
-
-    class GracefulServer(uvicorn.Server):
-        """On SIGTERM/SIGINT, first refuse new work and end streams, then let uvicorn drain."""
-
-        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            runtime.begin_shutdown_all()
-            super().handle_exit(sig, frame)
-
-    return GracefulServer
-
-
 def serve(settings: Settings) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
@@ -117,20 +101,18 @@ def serve(settings: Settings) -> int:
             log_config=None,
         )
         print(f"receiver listening on http://{settings.host}:{settings.port}", file=sys.stderr)
-        server_class = _server_class()
         if settings.workers == 1:
             from receiver.app import create_app
 
             config = uvicorn.Config(create_app(settings), **common)
-            server = server_class(config)
-            server.run()
+            uvicorn.Server(config).run()
         else:
             config = uvicorn.Config(
                 "receiver.cli:app_factory", factory=True, workers=settings.workers, **common
             )
             sock = config.bind_socket()
-            # uvicorn 0.54: Multiprocess builds each worker's Server itself (no target=), so
-            # GracefulServer's early stream shutdown applies to --workers 1 only.
+            # Each worker's app chains its own early-shutdown signal handler (see
+            # runtime.chain_exit_signals), so streams end promptly with any worker count.
             Multiprocess(config, sockets=[sock]).run()
     return 0
 

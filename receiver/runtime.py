@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
-from collections.abc import Sequence
+import signal
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from types import FrameType
+from typing import Any
 
 import asyncpg
 
@@ -98,7 +101,6 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
     rt.maintenance = retention.start_background(
         pool, retention.policy_from(settings), settings.maintenance_seconds
     )
-    register(rt)
     return rt
 
 
@@ -146,14 +148,35 @@ async def stop(rt: Runtime) -> None:
         rt.pool.terminate()
 
 
-_LIVE: weakref.WeakSet[Runtime] = weakref.WeakSet()
+def chain_exit_signals(rt: Runtime) -> Callable[[], None]:
+    """On SIGTERM/SIGINT, refuse new work and end streams *before* the server drains.
 
+    The server (uvicorn) only stops accepting and then waits for open connections, and SSE
+    connections never finish by themselves. So we chain in front of whatever handler the
+    server installed, in every worker process, and schedule ``begin_shutdown`` on the loop
+    (``call_soon_threadsafe``: a signal handler must not touch futures directly). Returns a
+    function that restores the previous handlers. A no-op off the main thread (tests).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous: dict[int, Any] = {}
 
-def register(rt: Runtime) -> None:
-    _LIVE.add(rt)
+    def handler(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(rt.begin_shutdown)
+        prev = previous.get(signum)
+        if callable(prev):
+            prev(signum, frame)
+        elif prev == signal.SIG_DFL and signum == signal.SIGINT:
+            raise KeyboardInterrupt
 
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous[signum] = signal.getsignal(signum)
+        signal.signal(signum, handler)
 
-def begin_shutdown_all() -> None:
-    """Called from the server's signal handler, on the event loop thread."""
-    for rt in list(_LIVE):
-        rt.begin_shutdown()
+    def restore() -> None:
+        for signum, prev in previous.items():
+            if signal.getsignal(signum) is handler:
+                signal.signal(signum, prev)
+
+    return restore
