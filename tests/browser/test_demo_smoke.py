@@ -190,11 +190,11 @@ async def test_chat_widget_loads_only_when_a_rasa_url_is_set(chromium, demo_app_
         rasa = f"http://127.0.0.1:{free_port()}"
         await page.goto(f"{app.url}/team?rasa={rasa}")
         await page.wait_for_function("window.demo && window.demo.rasaLoaded === true")
-        await page.wait_for_selector("#rasaWebchatPro", state="attached")
+        await page.wait_for_selector("#copilot-widget", state="attached")
         assert await page.evaluate("window.demo.rasaUrl") == rasa
         # kept for the tab (sessionStorage) across page loads, like the user
         await page.click("#nav-projects")
-        await page.wait_for_selector("#rasaWebchatPro", state="attached")
+        await page.wait_for_selector("#copilot-widget", state="attached")
         # and ?rasa= with no value turns it off again
         await page.goto(f"{app.url}/?rasa=")
         await page.wait_for_load_state("load")
