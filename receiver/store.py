@@ -253,14 +253,34 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+class BoundedPool:
+    """asyncpg's pool with a bounded wait for a connection.
+
+    asyncpg waits forever by default: under overload a request would hang until the sender's
+    own timeout (PostHog's is 10 s) and count as a network error. A bounded wait raises
+    ``TimeoutError``, which :func:`unavailable` turns into a prompt 503 with Retry-After.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout: float) -> None:
+        self._pool = pool
+        self.acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return self._pool.acquire(timeout=self.acquire_timeout if timeout is None else timeout)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
 async def create_pool(
     url: str, *, max_size: int, timeout: float  # noqa: ASYNC109 - asyncpg's connect timeout
-) -> asyncpg.Pool:
-    return await asyncpg.create_pool(
+) -> Any:
+    pool = await asyncpg.create_pool(
         asyncpg_dsn(url), min_size=0, max_size=max_size, timeout=timeout,
         command_timeout=max(timeout * 6, 30), init=_init_connection,
         max_inactive_connection_lifetime=60,
     )
+    return BoundedPool(pool, acquire_timeout=timeout)
 
 
 # --------------------------------------------------------------------------- append

@@ -218,3 +218,30 @@ async def test_stock_webhook_template_body_is_understood(receiver, make_product,
     )
     assert row["title"] == "Click Billing link"
     assert str(row["event_uuid"]) == "0193f0c2-0000-7000-8000-0000000000aa"
+
+
+def test_exhausted_pool_is_a_prompt_503_not_a_hang(receiver_factory) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from tests.conftest import register_product
+
+    live = receiver_factory(db_pool_size=1, db_timeout_seconds=0.5)
+    product = register_product(live.base_url, "pool")
+    assert post(product, unique()).status_code == 200
+    held, release = threading.Event(), asyncio.Event()
+
+    async def hold() -> None:
+        async with live.runtime.pool.acquire():
+            held.set()
+            await release.wait()
+
+    future = asyncio.run_coroutine_threadsafe(hold(), live.loop)
+    assert held.wait(10)
+    try:
+        r = post(product, unique())
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "1"
+    finally:
+        live.loop.call_soon_threadsafe(release.set)
+        future.result(10)
+    assert post(product, unique()).status_code == 200
