@@ -40,6 +40,8 @@ from urllib.parse import parse_qs, unquote_to_bytes, urlencode, urlsplit
 import pytest
 import pytest_asyncio
 
+from receiver import capture as receiver_capture
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DIR = REPO / "posthog" / "demo"
 SERVE_PY = DEMO_DIR / "serve.py"
@@ -179,36 +181,12 @@ def chain_text(elements_chain: str) -> str | None:
 
 
 def remote_config(token: str) -> dict[str, Any]:
-    """What the receiver answers on ``/array/<token>/config`` (enough to turn autocapture on)."""
-    return {
-        "token": token,
-        "supportedCompression": ["gzip", "gzip-js"],
-        "hasFeatureFlags": False,
-        "autocapture_opt_out": False,
-        "autocaptureExceptions": False,
-        "capturePerformance": False,
-        "captureDeadClicks": False,
-        "heatmaps": False,
-        "sessionRecording": False,
-        "surveys": False,
-        "elementsChainAsString": True,
-        "defaultIdentifiedOnly": True,
-        "siteApps": [],
-    }
+    """Exactly what the receiver answers on ``/array/<token>/config``, for the fake host."""
+    return {**receiver_capture.remote_config(token), "siteApps": []}
 
 
 def flags_response() -> dict[str, Any]:
-    return {
-        "flags": {},
-        "featureFlags": {},
-        "featureFlagPayloads": {},
-        "errorsWhileComputingFlags": False,
-        "quotaLimited": [],
-        "requestId": "00000000-0000-0000-0000-000000000000",
-        "autocapture_opt_out": False,
-        "supportedCompression": ["gzip", "gzip-js"],
-        "elementsChainAsString": True,
-    }
+    return dict(receiver_capture.FLAGS_RESPONSE)
 
 
 @dataclass

@@ -15,20 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.browser.browser import CHROMIUM_ARGS
+
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOT = ROOT / "docs" / "admin-screenshot.png"
 TOKEN = "admin-browser-token-0123456789abcdef"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 PAGES = ("team", "billing", "settings/members", "projects/42", "invites")
 
 
