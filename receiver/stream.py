@@ -34,7 +34,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from receiver import apidoc, store
-from receiver.errors import BadRequestError, NotFoundError, UnauthorizedError
+from receiver.errors import BadRequestError, NotFoundError, UnauthorizedError, UnavailableError
 from receiver.hub import Feed, Frame
 from receiver.normalize import is_streamed
 from receiver.runtime import Runtime
@@ -84,7 +84,12 @@ class SSEResponse(Response):
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             await send({"type": "http.response.body", "body": HEARTBEAT, "more_body": True})
-            await self._pump(send, disconnected)
+            try:
+                await self._pump(send, disconnected)
+            except UnavailableError as exc:
+                # The database went away while this subscriber was catching up: end the stream
+                # cleanly; the client reconnects and resumes (by position when it can).
+                log.warning("ending stream of %s: %s", feed.product_id, exc.detail)
             with contextlib.suppress(OSError, RuntimeError):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
