@@ -21,7 +21,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
-from receiver.errors import UnavailableError
+from receiver.errors import NotFoundError, UnavailableError
 from receiver.normalize import NormalizedEvent
 from receiver.wire import StreamRow
 
@@ -440,8 +440,6 @@ async def append(
     except asyncpg.NotNullViolationError as exc:
         # Only a missing products row leaves a position NULL; the statement stored nothing.
         if getattr(exc, "column_name", None) == "position":
-            from receiver.errors import NotFoundError
-
             raise NotFoundError("product was deleted") from exc
         raise
     results = [Appended(None, None, None)] * len(batch)
@@ -495,9 +493,7 @@ async def _append_copy(
             idxs = per_product[product_id]
             last = lasts.get(product_id)
             if last is None:
-                from receiver.errors import NotFoundError
-
-                raise NotFoundError(f"product {product_id!r} was deleted")
+                    raise NotFoundError(f"product {product_id!r} was deleted")
             first = last - len(idxs) + 1
             for offset, i in enumerate(idxs):
                 positions[i] = first + offset
