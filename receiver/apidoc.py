@@ -64,6 +64,27 @@ def error(description: str) -> dict[str, Any]:
 # for generated tests; the handler reads the raw bytes itself (size cap first, then JSON).
 _ID = {"type": ["string", "null"], "maxLength": 200, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}
 _TEXT = {"type": ["string", "null"]}
+# What FastAPI generated when ``webhook`` declared ``product_id: str`` and
+# ``x_posthog_secret: Header()`` (including its 422), kept verbatim so the OpenAPI document
+# does not change.
+WEBHOOK_PARAMETERS: dict[str, Any] = {"parameters": [
+    {
+        "name": "product_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "title": "Product Id"},
+    },
+    {
+        "name": "x-posthog-secret",
+        "in": "header",
+        "required": False,
+        "schema": {"anyOf": [{"type": "string"}, {"type": "null"}], "title": "X-Posthog-Secret"},
+    },
+], "responses": {"422": {
+    "description": "Validation Error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+}}}
+
 WEBHOOK_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
