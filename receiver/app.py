@@ -42,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_exception_handler(Exception, responses.on_unexpected)
     for module in (ingest, capture, stream, onboarding, health):
         app.include_router(module.router)
+    ingest.mount(app)
     # CORS for the browser-facing capture/flags/config routes only (see receiver.capture).
     app.add_middleware(capture.CaptureCORS)
     app.include_router(admin.router)
