@@ -498,16 +498,6 @@ class CaptureCORS:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    def passthrough(self, scope: Scope) -> ASGIApp | None:
-        """The app to call directly when this middleware would not touch the request.
-
-        receiver.logging.RequestContextMiddleware (the next layer out) uses it to skip this
-        layer on every non-CORS route, the webhook included.
-        """
-        if scope["type"] != "http" or not is_cors_path(scope["path"]):
-            return self.app
-        return None
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not is_cors_path(scope["path"]):
             await self.app(scope, receive, send)

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import re
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,12 +61,7 @@ def scrub(text: str) -> str:
 
 
 def new_request_id() -> str:
-    # uuid.uuid4().hex without building a UUID object (a measurable share of the per-request
-    # middleware cost): 16 random bytes with the version-4 and RFC 4122 variant bits set.
-    b = bytearray(os.urandom(16))
-    b[6] = (b[6] & 0x0F) | 0x40
-    b[8] = (b[8] & 0x3F) | 0x80
-    return b.hex()
+    return uuid.uuid4().hex
 
 
 class RequestIdFilter(logging.Filter):
@@ -157,32 +152,11 @@ class RequestContextMiddleware:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # An inner middleware may offer ``passthrough(scope)``: the app it would call untouched
-        # for this request (receiver.capture.CaptureCORS does, for every non-CORS path).
-        # Calling that directly saves a coroutine frame that every resumption of the request
-        # (each awaited read, commit and send) would otherwise pass through.
-        self._passthrough = getattr(app, "passthrough", None)
-        # Per route: (template, counts as ingest, auth-failure kind). Keyed by id() because
-        # Starlette routes define __eq__ and are unhashable; the route is kept to pin the id.
-        self._routes: dict[int, tuple[Any, str | None, bool, str]] = {}
-
-    def _route_info(self, route: Any) -> tuple[str | None, bool, str]:
-        entry = self._routes.get(id(route))
-        if entry is None or entry[0] is not route:
-            tags = getattr(route, "tags", None) or ()
-            entry = (route, getattr(route, "path", None), bool(set(tags) & INGEST_TAGS),
-                     str(next(iter(tags), "other")))
-            if len(self._routes) < 4096:  # routes are built once; never grow without bound
-                self._routes[id(route)] = entry
-        return entry[1], entry[2], entry[3]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        inner = self.app
-        if self._passthrough is not None:
-            inner = self._passthrough(scope) or inner
         incoming = None
         for name, value in scope.get("headers", ()):
             if name == b"x-request-id":
@@ -205,7 +179,7 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await inner(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id)
         except Exception:
             if acked is None:
                 status = 503  # what the unexpected-error handler answers
@@ -213,13 +187,15 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
-            template, ingest, kind = (None, False, "other") if route is None else self._route_info(route)
+            template = getattr(route, "path", None)
+            tags = set(getattr(route, "tags", None) or ())
             app = scope.get("app")
             rt = getattr(getattr(app, "state", None), "runtime", None)
-            if rt is not None and template and ingest:
+            if rt is not None and template and tags & INGEST_TAGS:
                 rt.metrics.observe_request(template, status, acked if acked is not None else elapsed)
             if rt is not None and template and status in (401, 403):
-                rt.metrics.auth_failures.labels(kind).inc()
+                kind = next(iter(getattr(route, "tags", None) or ()), "other")
+                rt.metrics.auth_failures.labels(str(kind)).inc()
             path = scope.get("path", "")
             if not path.startswith(("/healthz", "/readyz", "/metrics")):
                 access_log.info(
