@@ -42,7 +42,11 @@ _SECRETS = re.compile(
     r"|(?P<param>(?i:token|ticket|secret|password|api_key|stream_key|x-posthog-secret)[\"']?\s*[=:]\s*[\"']?)"
     r"(?P<v>[^\s\"'&,;]+)"
 )
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+# Record attributes that are not "extra" fields: the standard ones, and uvicorn's ANSI-coloured
+# duplicate of its own message.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message", "asctime", "color_message",
+}
 
 
 def scrub(text: str) -> str:
