@@ -81,8 +81,13 @@ def test_every_metric_is_exported_and_moves(receiver: Any, make_product: Callabl
         await live
         # A subscriber that starts at 0 is behind the (empty) ring: it replays from Postgres.
         await read_stream(f"{product.stream_url}?since=0", headers=auth, frames=4)
-        await asyncio.sleep(0.2)
-        return during, await asyncio.to_thread(scrape, base)
+        # The server notices the disconnects asynchronously: wait (bounded) for the gauge.
+        async with asyncio.timeout(10):
+            while True:
+                after = await asyncio.to_thread(scrape, base)
+                if value(after, "receiver_stream_subscribers", product_id=pid) == 0:
+                    return during, after
+                await asyncio.sleep(0.05)
 
     during, after = asyncio.run(streams())
 

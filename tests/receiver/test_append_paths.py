@@ -79,8 +79,13 @@ async def _run(url: str, single_max: int, monkeypatch: pytest.MonkeyPatch) -> No
             with pytest.raises(NotFoundError):
                 await store.append(conn, [_pending("gone", 10_000, "s")])
             assert await conn.fetchval("SELECT count(*) FROM events WHERE product_id='gone'") == 0
-        await asyncio.sleep(0.2)
-        assert len(notes) == 5  # one per committed batch, none for the failed one
+            # Notifications arrive in commit order: once a later sentinel is in, every
+            # notification of the batches above is too.
+            await conn.execute("SELECT pg_notify($1, 'sentinel')", store.NOTIFY_EVENTS)
+        async with asyncio.timeout(10):
+            while "sentinel" not in notes:
+                await asyncio.sleep(0.01)
+        assert len(notes[: notes.index("sentinel")]) == 5  # one per committed batch, none for the failed one
     finally:
         await listener.close()
         await pool.close()
