@@ -41,6 +41,7 @@ import pytest
 import pytest_asyncio
 
 from receiver import capture as receiver_capture
+from tests.unavailable import unavailable
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DIR = REPO / "posthog" / "demo"
@@ -291,7 +292,7 @@ def _require_assets() -> Any:
     try:
         serve.check_assets()
     except serve.MissingAssets as exc:
-        pytest.skip(str(exc))
+        unavailable(str(exc))
     return serve
 
 
@@ -299,7 +300,7 @@ def _require_assets() -> Any:
 async def chromium() -> AsyncIterator[Any]:
     exe = chromium_path()
     if exe is None:
-        pytest.skip("Debian chromium is not installed: run scripts/browser-deps.sh (as root)")
+        unavailable("Debian chromium is not installed: run scripts/browser-deps.sh (as root)")
     from playwright.async_api import async_playwright
 
     async with async_playwright() as pw:

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from tests.fakes.llm import RecordedRequest, activity_lines
+from tests.unavailable import in_ci
 
 from .browser import UI_TIMEOUT_MS, open_demo, wait_until
 from .chat_stack import ChatLoop, chat_loop, missing_for_chat_loop  # noqa: F401  (fixture)
@@ -35,7 +36,7 @@ pytestmark = [
     pytest.mark.rasa,
     pytest.mark.browser,
     # Checked at collection, so a machine without chromium does not start Rasa for nothing.
-    pytest.mark.skipif(_MISSING is not None, reason=_MISSING or ""),
+    pytest.mark.skipif(_MISSING is not None and not in_ci(), reason=_MISSING or ""),
     # The session stack's start (Rasa loads its model: ~30 s idle, minutes on a loaded CI
     # machine) is charged to the first test that uses it.
     pytest.mark.timeout(900),

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.browser.browser import CHROMIUM_ARGS
+from tests.unavailable import unavailable
 
 pytestmark = pytest.mark.browser
 
@@ -52,7 +53,7 @@ def register(base: str, pid: str, **extra: Any) -> dict[str, Any]:
 async def test_admin_page_live_tail(receiver_factory: Callable[..., Any]) -> None:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
-        pytest.skip("Debian chromium is not installed: run scripts/browser-deps.sh (as root)")
+        unavailable("Debian chromium is not installed: run scripts/browser-deps.sh (as root)")
     from playwright.async_api import async_playwright, expect
 
     live = receiver_factory(admin_token=TOKEN, admin_allow_loopback=False)

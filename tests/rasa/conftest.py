@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.unavailable import unavailable
+
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -31,5 +33,5 @@ def rasa_python() -> Path:
     """The 3.10 interpreter with rasa + rasa-sdk 3.6.2; skips when it was not built."""
     reason = rasa_venv_missing()
     if reason:
-        pytest.skip(reason)
+        unavailable(reason)
     return RASA_PYTHON

@@ -29,6 +29,7 @@ from tests.bridge.helpers import LiveBridge, Product, bridge_settings
 from tests.fakes.llm import FakeLLM
 from tests.rasa.procs import Proc, free_port
 from tests.rasa.rasa_env import BOT, MODEL, RASA_BIN, RASA_ENV, RASA_PYTHON, rasa_model_missing
+from tests.unavailable import unavailable
 
 VENV_BIN = Path(sys.executable).parent
 RASA_READY_TIMEOUT = 240.0  # ~30 s on 2 idle cores; generous for a loaded CI machine
@@ -70,7 +71,7 @@ def rasa_stack(
 ) -> Iterator[RasaStack]:
     reason = rasa_model_missing()
     if reason:
-        pytest.skip(reason)
+        unavailable(reason)
     logs = tmp_path_factory.mktemp("rasa-stack")
     procs: list[Proc] = []
     bridge: LiveBridge | None = None

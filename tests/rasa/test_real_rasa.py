@@ -36,6 +36,7 @@ from tests.rasa.rasa_env import (
     rasa_venv_missing,
 )
 from tests.rasa.stack import RasaStack
+from tests.unavailable import unavailable
 
 # The session stack's setup (Rasa loads its model: ~30 s idle, minutes on a loaded machine)
 # is charged to the first test, so the suite-wide 180 s timeout is too tight here.
@@ -68,7 +69,7 @@ def _clicked(stack: RasaStack, user_id: str, email: str, *, text: str, page: str
 def test_rasa_data_validate() -> None:
     reason = rasa_venv_missing()
     if reason:
-        pytest.skip(reason)
+        unavailable(reason)
     proc = subprocess.run(
         [str(RASA_BIN), "data", "validate", "--fail-on-warnings"],
         cwd=BOT,
@@ -84,7 +85,7 @@ def test_rasa_data_validate() -> None:
 def test_trained_model_matches_the_domain() -> None:
     reason = rasa_model_missing()
     if reason:
-        pytest.skip(reason)
+        unavailable(reason)
     with tarfile.open(MODEL) as tar:
         member = tar.extractfile("metadata.json") or tar.extractfile("/metadata.json")
         assert member is not None
