@@ -9,23 +9,27 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from receiver import admin, capture, health, ingest, onboarding, responses, runtime, stream
+from receiver import admin, capture, health, heap, ingest, onboarding, responses, runtime, stream
 from receiver.errors import ReceiverError
 from receiver.logging import RequestContextMiddleware
 from receiver.migrate import head_revision
 from receiver.settings import Settings
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, manage_gc: bool = False) -> FastAPI:
+    """``manage_gc``: run the process-wide GC policy (receiver.heap); ``receiver serve`` only."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = await runtime.start(settings, head_revision())
         app.state.runtime = rt
         restore_signals = runtime.chain_exit_signals(rt)
+        gc_policy = heap.start(settings.gc_rescan_seconds) if manage_gc else None
         try:
             yield
         finally:
             restore_signals()
+            await heap.stop(gc_policy)
             await runtime.stop(rt)
 
     app = FastAPI(

@@ -84,7 +84,7 @@ def app_factory() -> Any:
 
     settings = Settings()
     _configure_logging(settings)
-    return create_app(settings)
+    return create_app(settings, manage_gc=settings.gc_freeze)
 
 
 def serve(settings: Settings) -> int:
@@ -104,7 +104,7 @@ def serve(settings: Settings) -> int:
         if settings.workers == 1:
             from receiver.app import create_app
 
-            config = uvicorn.Config(create_app(settings), **common)
+            config = uvicorn.Config(create_app(settings, manage_gc=settings.gc_freeze), **common)
             uvicorn.Server(config).run()
         else:
             config = uvicorn.Config(

@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     # Changing it changes every hash from then on (users are counted anew).
     pii_hash_key: SecretStr | None = None
 
+    # Garbage collection (receiver.heap; `receiver serve` only): freeze what survives each full
+    # collection so thousands of open streams are not walked on every one; hand it back to
+    # the collector every N seconds so reference cycles among it are reclaimed.
+    gc_freeze: bool = True
+    gc_rescan_seconds: float = Field(default=600.0, ge=0)
+
     # Logs: one JSON object per line with RECEIVER_LOG_JSON=true (request ids included).
     log_level: str = "INFO"
     log_json: bool = False

@@ -115,7 +115,14 @@ async def test_heartbeat_first_then_when_idle(receiver_factory, make_product) ->
         assert c.response_headers is not None
         assert c.response_headers["content-type"] == "text/event-stream; charset=utf-8"
         await c.wait_heartbeats(3)
-    assert c.payloads == []
+        assert c.payloads == []
+        # Frames in between do not stop the idle heartbeats (the timer is re-armed, not lost).
+        async with httpx.AsyncClient() as http:
+            for n in range(3):
+                assert (await post(http, product, unique())).status_code == 200
+                await c.wait_for(n + 1)
+        seen = c.heartbeats
+        await c.wait_heartbeats(seen + 2)
 
 
 async def test_live_frames_have_no_id_and_resume_frames_do(receiver, make_product) -> None:  # type: ignore[no-untyped-def]
