@@ -28,8 +28,11 @@ import pytest
 from receiver import devdb
 from tests.conftest import register_product
 from tests.faults.kit import (
+    ResumingSubscriber,
     await_for,
+    cancel,
     event_uuid,
+    gaps_and_dups,
     hog_event,
     new_product_id,
     post_load,
@@ -208,3 +211,90 @@ async def test_postgres_outage_gives_503_then_recovers_without_restart(
 
 async def _ready(value: bool) -> bool:
     return value
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+async def test_stream_catching_up_when_postgres_goes_away_ends_cleanly_and_resumes(
+    own_pg: devdb.PgServer, spawn_receiver: Callable[..., Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A subscriber behind the in-memory ring reads from Postgres; the database disappears.
+
+    The stream must end cleanly (a complete chunked response, not a hang or a torn frame), the
+    receiver must log why, live subscribers must stay connected, and the subscriber must resume
+    by position once the database is back: every event exactly once, in order.
+    """
+    await _create_db(own_pg, "receiver")
+    url = own_pg.url("receiver")
+    # A 16-frame ring and 10-event pages: resuming from position 100 of 300 needs the database.
+    rp = spawn_receiver(
+        RECEIVER_DATABASE_URL=url, RECEIVER_DB_TIMEOUT_SECONDS="2",
+        RECEIVER_STREAM_RING_SIZE="16", RECEIVER_STREAM_PAGE_SIZE="10",
+        RECEIVER_HEARTBEAT_SECONDS="0.5",
+    )
+    product = register_product(rp.base_url, new_product_id("catchup"))
+    run = product.product_id
+    first = await post_load(
+        product.webhook_url, product.webhook_secret,
+        [(i, hog_event(run, i)) for i in range(300)], concurrency=4,
+    )
+    assert first.statuses == {200: 300}
+
+    live = ResumingSubscriber(product.stream_url, product.stream_key, mode="header", last_id=300)
+    behind = ResumingSubscriber(product.stream_url, product.stream_key, mode="since", last_id=100)
+    stop = asyncio.Event()
+    live_task = asyncio.create_task(live.run(stop))
+    behind_task: asyncio.Task[None] | None = None
+    try:
+        await await_for(lambda: _ready(live.connects == 1), timeout=10, what="live subscriber")
+        await asyncio.to_thread(own_pg.stop)
+        # The subscriber 200 positions behind connects while the database is away: its stream
+        # starts (200, heartbeat), finds the next page unreadable, and ends; it retries.
+        behind_task = asyncio.create_task(behind.run(stop, max_backoff=0.2))
+        await await_for(
+            lambda: _ready(behind.clean_ends + sum(behind.failures.values()) >= 3),
+            timeout=30, what="catch-up attempts during the outage",
+        )
+        ends_during, failures_during = behind.clean_ends, dict(behind.failures)
+        positions_during = list(behind.positions)
+        await asyncio.to_thread(own_pg.start)
+        await await_for(lambda: _ready(behind.last_id >= 300), timeout=40, what="catch-up after")
+        # New events reach both, the live one on the connection it has had all along.
+        more = await post_load(
+            product.webhook_url, product.webhook_secret,
+            [(i, hog_event(run, i)) for i in range(300, 350)], concurrency=4,
+        )
+        assert more.statuses == {200: 50}
+        await await_for(
+            lambda: _ready(live.last_id >= 350 and behind.last_id >= 350), timeout=20,
+            what="events after the outage on both streams",
+        )
+    finally:
+        stop.set()
+        await cancel(live_task)
+        if behind_task is not None:
+            await cancel(behind_task)
+
+    missing, duplicated = gaps_and_dups(behind.positions, 350)
+    log_text = rp.log()
+    show(
+        capsys, "faults/stream-catch-up-outage",
+        catch_up_attempts_during_outage=ends_during + sum(failures_during.values()),
+        clean_ends_during_outage=ends_during, failed_connects_during_outage=failures_during,
+        frames_during_outage=len(positions_during), behind_connects=behind.connects,
+        behind_received=len(behind.positions), missing=len(missing) - 100, duplicated=duplicated,
+        live_connects=live.connects, live_received=len(live.positions),
+    )
+    assert rp.proc.poll() is None
+    # Each attempt during the outage either ended cleanly after the 200 or was refused with a
+    # 503 (once the product lookup cache expired): never a torn response or another status.
+    assert ends_during >= 1, (ends_during, failures_during)
+    assert set(failures_during) <= {"status 503"}, failures_during
+    assert positions_during == []
+    assert "ending stream of " + product.product_id in log_text
+    # Resumed by position: 101..350 exactly once, in order; nothing before the resume point.
+    assert missing == list(range(1, 101))
+    assert duplicated == 0
+    assert behind.positions == list(range(101, 351))
+    # The live subscriber never dropped.
+    assert live.connects == 1 and live.positions == list(range(301, 351))
