@@ -72,7 +72,9 @@ class FreezeSurvivors:
             self.freezes += 1
         else:
             self.rescans += 1
-        log.debug("gc %s: %d objects frozen", "freeze" if frozen else "rescan", gc.get_freeze_count())
+        if log.isEnabledFor(logging.DEBUG):  # get_freeze_count() walks every frozen object
+            log.debug("gc %s: %d objects frozen", "freeze" if frozen else "rescan",
+                      gc.get_freeze_count())
         self.stepped.set()
 
 
