@@ -2,19 +2,34 @@
 
 ``POST /webhook/{product_id}`` reads the body, parses it as JSON (orjson, as the receiver
 does), and answers 200 with a small JSON body. Served by ``python -m bench.noop_app`` with the
-uvicorn settings of ``receiver serve`` (uvloop, httptools, no access log, same workers).
+uvicorn settings of ``receiver serve`` (uvloop, httptools, no access log, same workers), and
+the same garbage-collection policy (``receiver.heap``), so the ratio measures our work only.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 import orjson
 from fastapi import FastAPI, Header, Request
 from starlette.responses import Response
 
-app = FastAPI(redirect_slashes=False)
+from receiver import heap
+
+
+@asynccontextmanager
+async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    policy = heap.start(600.0)
+    try:
+        yield
+    finally:
+        await heap.stop(policy)
+
+
+app = FastAPI(redirect_slashes=False, lifespan=lifespan)
 OK = orjson.dumps({"status": "ok", "duplicate": False})
 
 
