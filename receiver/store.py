@@ -328,6 +328,12 @@ def _append_sql() -> str:
     * keys are inserted in the sorted order the caller passes them (stable lock order);
     * product rows are locked in product_id order (``locked``) before their bump, and held
       until commit, so one product's commits happen in position order;
+    * session counters are upserted only from rows joined to ``bump`` and sorted, so every
+      product row of the batch is locked before the first counter: keys, products, counters
+      is one global lock order whatever plan Postgres picks (data-modifying CTEs otherwise
+      run in whatever order the main query happens to pull them);
+    * a deleted product has no ``bump`` row, so its rows reach ``events`` with a NULL position
+      and the NOT NULL constraint aborts the whole statement (reported as NotFoundError);
     * positions follow batch order within a product, session indexes follow positions;
     * INSERT … SELECT (like COPY) works on a plain or a partitioned ``events`` table;
     * pg_notify is queued only when something was stored, and sent only at commit.
@@ -362,7 +368,8 @@ WITH input AS (
     FROM new_rows GROUP BY 1, 2
 ), sessions AS (
     INSERT INTO session_counters (product_id, session_id, next_index)
-    SELECT product_id, sid, n FROM session_counts ORDER BY product_id, sid
+    SELECT sc.product_id, sc.sid, sc.n FROM session_counts sc JOIN bump USING (product_id)
+    ORDER BY sc.product_id, sc.sid
     ON CONFLICT (product_id, session_id)
     DO UPDATE SET next_index = session_counters.next_index + EXCLUDED.next_index
     RETURNING product_id, session_id, next_index
@@ -375,8 +382,9 @@ WITH input AS (
             - 1)::int AS session_index
     FROM new_rows r
     LEFT JOIN bump b ON b.product_id = r.product_id
-    JOIN sessions s ON s.product_id = r.product_id AND s.session_id = coalesce(r.session_id, '')
-    JOIN session_counts sc ON sc.product_id = s.product_id AND sc.sid = s.session_id
+    LEFT JOIN sessions s
+        ON s.product_id = r.product_id AND s.session_id = coalesce(r.session_id, '')
+    LEFT JOIN session_counts sc ON sc.product_id = s.product_id AND sc.sid = s.session_id
 ), stored AS (
     INSERT INTO events ({cols}) SELECT {select} FROM n
 )

@@ -96,3 +96,57 @@ def test_append_paths_agree(
     database_url: str, single_max: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     asyncio.run(_run(database_url, single_max, monkeypatch))
+
+
+async def _concurrent(url: str) -> dict[str, int]:
+    """Three connections appending to the same products and sessions at once."""
+    pool = await store.create_pool(url, max_size=3, timeout=10)
+    try:
+        async with pool.acquire() as conn:
+            for pid in ("cc1", "cc2"):
+                await conn.execute(
+                    "INSERT INTO products (product_id, contact_email, capture_token) "
+                    "VALUES ($1, 'x@example.com', $2)", pid, f"tok-{pid}",
+                )
+
+        async def writer(k: int) -> int:
+            stored = 0
+            async with pool.acquire() as conn:
+                for r in range(60):
+                    base = 1_000_000 * (k + 1) + 100 * r
+                    # Both products and the same three sessions in every batch of every writer.
+                    batch = [
+                        _pending(("cc1", "cc2")[j % 2], base + j, f"s{j % 3}") for j in range(6)
+                    ]
+                    stored += sum(1 for a in await store.append(conn, batch) if a.position)
+            return stored
+
+        counts = await asyncio.gather(*(writer(k) for k in range(3)))
+        async with pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT product_id, position, session_id, session_index FROM events "
+                "WHERE product_id IN ('cc1', 'cc2') ORDER BY product_id, position"
+            )
+    finally:
+        await pool.close()
+    for pid in ("cc1", "cc2"):
+        assert [r["position"] for r in rows if r["product_id"] == pid] == list(range(1, 541))
+    by_session: dict[tuple[str, str], list[int]] = {}
+    for r in rows:
+        by_session.setdefault((r["product_id"], r["session_id"]), []).append(r["session_index"])
+    assert all(idx == list(range(len(idx))) for idx in by_session.values())
+    return {"stored": sum(counts)}
+
+
+def test_concurrent_appends_never_deadlock(database_url: str) -> None:
+    """Lock order is global: keys, then every product row, then session counters.
+
+    A session counter is only touched once its product's row is locked, so two transactions
+    on the same product and session serialize on the product row instead of deadlocking
+    (Postgres would abort one after deadlock_timeout, and the writer would retry after 1 s).
+    """
+    try:
+        result = asyncio.run(_concurrent(database_url))
+    except asyncpg.DeadlockDetectedError as exc:  # pragma: no cover - the failure being guarded
+        pytest.fail(f"concurrent appends deadlocked: {exc}")
+    assert result == {"stored": 1080}
