@@ -33,7 +33,7 @@ from typing import Any
 import asyncpg
 from pydantic import SecretStr
 
-from receiver import devdb, migrate, privacy, products, store
+from receiver import devdb, metrics, migrate, privacy, products, store
 from receiver import logging as receiver_logging
 from receiver.errors import ReceiverError
 from receiver.settings import Settings
@@ -113,7 +113,8 @@ def serve(settings: Settings) -> int:
             sock = config.bind_socket()
             # Each worker's app chains its own early-shutdown signal handler (see
             # runtime.chain_exit_signals), so streams end promptly with any worker count.
-            Multiprocess(config, sockets=[sock]).run()
+            with metrics.shared_across_workers():
+                Multiprocess(config, sockets=[sock]).run()
     return 0
 
 

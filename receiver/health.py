@@ -46,6 +46,5 @@ async def readyz(request: Request) -> Response:
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
-    rt.metrics.pool_size.set(rt.pool.get_size())
-    rt.metrics.pool_idle.set(rt.pool.get_idle_size())
+    rt.metrics.observe_pool(rt.pool.get_size(), rt.pool.get_idle_size())
     return Response(rt.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -97,6 +97,8 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            # Which worker (receiver serve --workers N): they share the log stream.
+            "pid": record.process,
         }
         for key, value in vars(record).items():
             if key in _STANDARD or key.startswith("_") or value is None:

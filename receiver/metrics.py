@@ -11,11 +11,26 @@ Where each is observed:
 * ``receiver_stream_*``: the SSE responses; ``receiver_db_pool_*``: at scrape time;
 * ``receiver_auth_failures_total{kind}``: the request middleware, for every 401/403, by the
   route's tag (ingest, capture, stream, products, admin).
+
+With ``--workers`` > 1 every worker is a separate process and a scrape reaches one of them, so
+``receiver serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers
+start: each records into its own memory-mapped file there and ``/metrics`` aggregates them all
+(prometheus_client's multiprocess mode). Counters and histograms are summed over every worker
+that ran; gauges over the live ones (the stream lag: their maximum).
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
@@ -49,18 +64,25 @@ class Metrics:
         )
         self.subscriber_gauge = Gauge(
             "receiver_stream_subscribers", "Open SSE subscribers by product.",
-            ["product_id"], registry=r,
+            ["product_id"], registry=r, multiprocess_mode="livesum",
         )
         self.lag_gauge = Gauge(
             "receiver_stream_lag_events", "Events between the newest position and the last "
             "subscriber cursor written, by product.", ["product_id"], registry=r,
+            multiprocess_mode="livemax",
         )
         self.replay_counter = Counter(
             "receiver_stream_replayed_events", "Events read from Postgres for subscribers behind "
             "the in-memory ring (replay and catch-up).", ["product_id"], registry=r,
         )
-        self.pool_size = Gauge("receiver_db_pool_size", "Open database connections.", registry=r)
-        self.pool_idle = Gauge("receiver_db_pool_idle", "Idle database connections.", registry=r)
+        self.pool_size = Gauge(
+            "receiver_db_pool_size", "Open database connections.", registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.pool_idle = Gauge(
+            "receiver_db_pool_idle", "Idle database connections.", registry=r,
+            multiprocess_mode="livesum",
+        )
         self.auth_failures = Counter(
             "receiver_auth_failures", "Rejected credentials by endpoint kind.", ["kind"], registry=r,
         )
@@ -90,5 +112,43 @@ class Metrics:
         if n:
             self.replay_counter.labels(product_id).inc(n)
 
+    def observe_pool(self, size: int, idle: int) -> None:
+        self.pool_size.set(size)
+        self.pool_idle.set(idle)
+
     def render(self) -> bytes:
+        if os.environ.get(MULTIPROC_ENV):
+            # Every worker's files, this one's included; our own registry would show one worker.
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)
+            return generate_latest(merged)
         return generate_latest(self.registry)
+
+    def close(self) -> None:
+        """This worker is going away: its live gauges stop counting (counters stay)."""
+        if os.environ.get(MULTIPROC_ENV):
+            multiprocess.mark_process_dead(os.getpid())
+
+
+@contextlib.contextmanager
+def shared_across_workers() -> Iterator[Path]:
+    """For the lifetime of a multi-worker server: the directory the workers record into.
+
+    Set up before the workers start (they inherit the environment). A directory the operator
+    chose with PROMETHEUS_MULTIPROC_DIR is emptied of a previous run's files, not removed.
+    """
+    chosen = os.environ.get(MULTIPROC_ENV)
+    if chosen:
+        path = Path(chosen)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink()
+        yield path
+        return
+    path = Path(tempfile.mkdtemp(prefix="receiver-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)

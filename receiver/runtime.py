@@ -80,9 +80,14 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
         pool.terminate()
         raise
     hub.on_products_changed = directory.invalidate
+    def observe_commit(n: int, seconds: float) -> None:
+        metrics.observe_commit(n, seconds)
+        # Here as well as at scrape time: with several workers a scrape reaches one of them.
+        metrics.observe_pool(pool.get_size(), pool.get_idle_size())
+
     writer = Writer(
         pool, max_batch=settings.batch_max_events, on_commit=hub.published,
-        observe=metrics.observe_commit,
+        observe=observe_commit,
     )
     limits = Limits(
         auth_fail_limit=settings.auth_fail_limit,
@@ -146,6 +151,7 @@ async def stop(rt: Runtime) -> None:
         await asyncio.wait_for(rt.pool.close(), 5)
     except (TimeoutError, Exception):  # noqa: BLE001 - a dead database must not hang shutdown
         rt.pool.terminate()
+    rt.metrics.close()
 
 
 def chain_exit_signals(rt: Runtime) -> Callable[[], None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from tests.conftest import register_product
 from tests.privacy.helpers import read_stream
 
 
@@ -130,3 +132,43 @@ def test_capture_requests_are_counted_by_route(receiver: Any, make_product: Call
     assert r.status_code == 401
     metrics = scrape(receiver.base_url)
     assert value(metrics, "receiver_ingest_requests_total", route="/e/", status="401") == 1
+
+
+def _webhook_pids(log: str) -> set[int]:
+    """Worker pids that acknowledged a webhook request, from the JSON access log."""
+    pids = set()
+    for line in log.splitlines():
+        if not line.startswith("{"):
+            continue
+        entry = json.loads(line)
+        if entry.get("logger") == "receiver.access" and entry.get("route") == "/webhook/{product_id}" \
+                and entry.get("status") == 200:
+            pids.add(int(entry["pid"]))
+    return pids
+
+
+def test_metrics_add_up_over_workers(spawn_receiver: Callable[..., Any]) -> None:
+    """With --workers 2 a scrape reaches one worker; it must still report every worker's work."""
+    rp = spawn_receiver("--workers", "2", RECEIVER_LOG_JSON="true")
+    product = register_product(rp.base_url, "mw" + uuid.uuid4().hex[:8])
+    secret = {"x-posthog-secret": product.webhook_secret}
+    acked = 0
+    served_by: set[int] = set()
+    # A new connection per request lets the kernel hand each to either worker; go on until
+    # both have acknowledged some (bounded), so a one-worker answer cannot pass by luck.
+    while len(served_by) < 2 and acked < 1000:
+        for _ in range(20):
+            r = httpx.post(product.webhook_url, json=click(), headers=secret, timeout=10)
+            assert r.status_code == 200
+            acked += 1
+        served_by = _webhook_pids(rp.log())
+    assert len(served_by) == 2, f"every request went to one worker: {served_by}"
+    scrapes = [scrape(rp.base_url) for _ in range(6)]  # each reaches either worker
+    print(f"[ops/metrics-workers] acked={acked} workers_that_acked={len(served_by)} scrapes={len(scrapes)}")
+    for m in scrapes:
+        assert value(m, "receiver_ingest_events_total", outcome="stored") == acked
+        assert value(
+            m, "receiver_ingest_requests_total", route="/webhook/{product_id}", status="200"
+        ) == acked
+        assert value(m, "receiver_commit_batch_events_sum") == acked
+        assert value(m, "receiver_db_pool_size") >= 2  # both workers' pools, not one
