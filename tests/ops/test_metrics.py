@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -147,9 +149,12 @@ def _webhook_pids(log: str) -> set[int]:
     return pids
 
 
-def test_metrics_add_up_over_workers(spawn_receiver: Callable[..., Any]) -> None:
+def test_metrics_add_up_over_workers(spawn_receiver: Callable[..., Any], tmp_path: Path) -> None:
     """With --workers 2 a scrape reaches one worker; it must still report every worker's work."""
-    rp = spawn_receiver("--workers", "2", RECEIVER_LOG_JSON="true")
+    tmp = tmp_path / "tmp"  # where `receiver serve` creates its metrics directory
+    tmp.mkdir()
+    rp = spawn_receiver("--workers", "2", RECEIVER_LOG_JSON="true", TMPDIR=str(tmp))
+    assert len(list(tmp.glob("receiver-metrics-*"))) == 1
     product = register_product(rp.base_url, "mw" + uuid.uuid4().hex[:8])
     secret = {"x-posthog-secret": product.webhook_secret}
     acked = 0
@@ -172,3 +177,6 @@ def test_metrics_add_up_over_workers(spawn_receiver: Callable[..., Any]) -> None
         ) == acked
         assert value(m, "receiver_commit_batch_events_sum") == acked
         assert value(m, "receiver_db_pool_size") >= 2  # both workers' pools, not one
+    # A clean stop removes the directory it created.
+    assert rp.terminate(signal.SIGTERM) == 0
+    assert list(tmp.glob("receiver-metrics-*")) == []
