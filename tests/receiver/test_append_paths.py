@@ -27,6 +27,14 @@ def _pending(product: str, n: int, session: str | None, uuid: str | None = None)
     return Pending(product, at, normalize.from_webhook(raw, received_at=at))
 
 
+async def _products(conn: asyncpg.Connection, *product_ids: str) -> None:
+    for pid in product_ids:
+        await conn.execute(
+            "INSERT INTO products (product_id, contact_email, capture_token) "
+            "VALUES ($1, 'x@example.com', $2)", pid, f"tok-{pid}",
+        )
+
+
 async def _run(url: str, single_max: int, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(store, "SINGLE_STATEMENT_MAX", single_max)
     pool = await store.create_pool(url, max_size=2, timeout=10)
@@ -35,11 +43,7 @@ async def _run(url: str, single_max: int, monkeypatch: pytest.MonkeyPatch) -> No
     await listener.add_listener(store.NOTIFY_EVENTS, lambda *a: notes.append(a[3]))
     try:
         async with pool.acquire() as conn:
-            for pid in ("a", "b"):
-                await conn.execute(
-                    "INSERT INTO products (product_id, contact_email, capture_token) "
-                    "VALUES ($1, 'x@example.com', $2)", pid, f"tok-{pid}",
-                )
+            await _products(conn, "a", "b")
             n = 0
             expected_positions = {"a": 0, "b": 0}
             for size in (1, 3, 40, 7, 64):
@@ -103,11 +107,7 @@ async def _concurrent(url: str) -> dict[str, int]:
     pool = await store.create_pool(url, max_size=3, timeout=10)
     try:
         async with pool.acquire() as conn:
-            for pid in ("cc1", "cc2"):
-                await conn.execute(
-                    "INSERT INTO products (product_id, contact_email, capture_token) "
-                    "VALUES ($1, 'x@example.com', $2)", pid, f"tok-{pid}",
-                )
+            await _products(conn, "cc1", "cc2")
 
         async def writer(k: int) -> int:
             stored = 0
