@@ -6,12 +6,14 @@ subscriber's task). CPython's full (generation-2) collection walks all of them: 
 with 5,000 subscribers on the benchmark machine, during which no frame is written, and it
 comes round every few seconds while events are fanned out (docs/bench/gc-fanout.txt).
 
-The policy: when CPython has finished a full collection, whatever survived it is live, so we
-move it out of the collector's sight (``gc.freeze``); later full collections examine only
-what was allocated since. Frozen objects are still freed by reference counting the moment
-they are unreferenced; only reference *cycles* among them wait. Every ``rescan_seconds`` we
-hand the frozen objects back (``gc.unfreeze``), so the next full collection examines, and
-reclaims, everything: one long pause per interval instead of one every few seconds.
+The policy: the moment CPython finishes a full collection, whatever survived it is live, so
+we move it out of the collector's sight (``gc.freeze``, from a ``gc.callbacks`` hook: freezing
+any later would also freeze the garbage made in between); later full collections examine
+only what was allocated since. Frozen objects are still freed by reference counting the
+moment they are unreferenced; only reference *cycles* among them wait. Every
+``rescan_seconds`` we hand the frozen objects back (``gc.unfreeze``), so the next full
+collection examines, and reclaims, everything: one long pause per interval instead of one
+every few seconds.
 
 It is process-wide (the collector is), so ``receiver serve`` starts it once per worker
 process; it is off in library use (tests embed several receivers in one process).
@@ -24,58 +26,62 @@ import contextlib
 import gc
 import logging
 import time
+from typing import Any
 
 log = logging.getLogger("receiver.heap")
 
 
-def full_collections() -> int:
-    return int(gc.get_stats()[-1]["collections"])
-
-
 class FreezeSurvivors:
-    """Freeze the survivors of each full collection; give them back every ``rescan_seconds``."""
+    """Freeze the survivors of each full collection; give them back every ``rescan_seconds``.
+
+    ``rescan_seconds`` 0: never give them back before :meth:`run` ends (cycles among frozen
+    objects are then only reclaimed at shutdown).
+    """
 
     def __init__(self, rescan_seconds: float, check_seconds: float = 1.0) -> None:
         self.rescan_seconds = rescan_seconds
         self.check_seconds = check_seconds
         self.freezes = 0
         self.rescans = 0
-        # Set after each freeze or rescan, so tests can wait for a step instead of sleeping.
+        # Set (on the event loop) after freezes or a rescan, so tests can wait for a step.
         self.stepped = asyncio.Event()
 
+    def _after_collection(self, phase: str, info: dict[str, Any]) -> None:
+        # Runs inside the collector, at whatever allocation triggered it: freeze and count,
+        # nothing else (no logging, no asyncio: neither is safe to re-enter from here).
+        if phase == "stop" and info["generation"] == 2:
+            gc.freeze()
+            self.freezes += 1
+
     async def run(self) -> None:
-        # Start-up objects (modules, the app, settings) live as long as the process.
-        gc.freeze()
-        self._stepped(frozen=True)
-        seen = full_collections()
-        last_rescan = time.monotonic()
+        gc.callbacks.append(self._after_collection)
         try:
+            # Start-up garbage goes first; what survives (modules, the app) is frozen by the hook.
+            gc.collect()
+            seen = self.freezes
+            self.stepped.set()
+            last_rescan = time.monotonic()
             while True:
                 await asyncio.sleep(self.check_seconds)
                 if self.rescan_seconds > 0 and time.monotonic() - last_rescan >= self.rescan_seconds:
-                    gc.unfreeze()
+                    gc.unfreeze()  # the next full collection examines everything again
                     last_rescan = time.monotonic()
-                    # Nothing is frozen again until a full collection has examined it all.
-                    seen = full_collections()
-                    self._stepped(frozen=False)
-                    continue
-                now = full_collections()
-                if now != seen:
-                    seen = now
-                    gc.freeze()
-                    self._stepped(frozen=True)
+                    self.rescans += 1
+                    self._log("rescan")
+                    self.stepped.set()
+                if self.freezes != seen:
+                    seen = self.freezes
+                    self._log("freeze")
+                    self.stepped.set()
         finally:
+            with contextlib.suppress(ValueError):
+                gc.callbacks.remove(self._after_collection)
             gc.unfreeze()
 
-    def _stepped(self, *, frozen: bool) -> None:
-        if frozen:
-            self.freezes += 1
-        else:
-            self.rescans += 1
+    def _log(self, what: str) -> None:
         if log.isEnabledFor(logging.DEBUG):  # get_freeze_count() walks every frozen object
-            log.debug("gc %s: %d objects frozen", "freeze" if frozen else "rescan",
+            log.debug("gc %s: %d freezes, %d objects frozen", what, self.freezes,
                       gc.get_freeze_count())
-        self.stepped.set()
 
 
 _running: asyncio.Task[None] | None = None

@@ -68,7 +68,8 @@ class Settings(BaseSettings):
 
     # Garbage collection (receiver.heap; `receiver serve` only): freeze what survives each full
     # collection so thousands of open streams are not walked on every one; hand it back to
-    # the collector every N seconds so reference cycles among it are reclaimed.
+    # the collector every N seconds so reference cycles among it are reclaimed (0: only at
+    # shutdown, so such cycles are kept for the life of the process).
     gc_freeze: bool = True
     gc_rescan_seconds: float = Field(default=600.0, ge=0)
 
