@@ -105,7 +105,11 @@ def serve(settings: Settings) -> int:
             from receiver.app import create_app
 
             config = uvicorn.Config(create_app(settings, manage_gc=settings.gc_freeze), **common)
-            uvicorn.Server(config).run()
+            # One worker needs no shared metrics directory, but honours one set by the operator.
+            shared = (metrics.shared_across_workers() if os.environ.get(metrics.MULTIPROC_ENV)
+                      else contextlib.nullcontext())
+            with shared:
+                uvicorn.Server(config).run()
         else:
             config = uvicorn.Config(
                 "receiver.cli:app_factory", factory=True, workers=settings.workers, **common

