@@ -328,10 +328,11 @@ def _append_sql() -> str:
     * keys are inserted in the sorted order the caller passes them (stable lock order);
     * product rows are locked in product_id order (``locked``) before their bump, and held
       until commit, so one product's commits happen in position order;
-    * session counters are upserted only from rows joined to ``bump`` and sorted, so every
-      product row of the batch is locked before the first counter: keys, products, counters
-      is one global lock order whatever plan Postgres picks (data-modifying CTEs otherwise
-      run in whatever order the main query happens to pull them);
+    * session counters are upserted only from rows joined to ``bump``, so a counter of product
+      P is touched only once P's row is locked (and it stays locked to commit): transactions
+      on the same session serialize on P and cannot deadlock over counters, whatever plan
+      Postgres picks (data-modifying CTEs otherwise run in whatever order the main query
+      happens to pull them; with hash joins the old form locked counters first);
     * a deleted product has no ``bump`` row, so its rows reach ``events`` with a NULL position
       and the NOT NULL constraint aborts the whole statement (reported as NotFoundError);
     * positions follow batch order within a product, session indexes follow positions;

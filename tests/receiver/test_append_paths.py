@@ -5,6 +5,7 @@ duplicates, store the same rows, and send one NOTIFY per commit."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -138,15 +139,92 @@ async def _concurrent(url: str) -> dict[str, int]:
     return {"stored": sum(counts)}
 
 
-def test_concurrent_appends_never_deadlock(database_url: str) -> None:
-    """Lock order is global: keys, then every product row, then session counters.
-
-    A session counter is only touched once its product's row is locked, so two transactions
-    on the same product and session serialize on the product row instead of deadlocking
-    (Postgres would abort one after deadlock_timeout, and the writer would retry after 1 s).
-    """
+def test_concurrent_appends_on_the_same_products_and_sessions(database_url: str) -> None:
+    """Three writers at once: positions and session indexes stay gap-free, nothing deadlocks."""
     try:
         result = asyncio.run(_concurrent(database_url))
     except asyncpg.DeadlockDetectedError as exc:  # pragma: no cover - the failure being guarded
         pytest.fail(f"concurrent appends deadlocked: {exc}")
     assert result == {"stored": 1080}
+
+
+# Plans Postgres may pick for the one-statement append: the lock order must not depend on it.
+PLANS = {
+    "default": [],
+    "hash-joins": ["SET enable_nestloop = off", "SET enable_mergejoin = off"],
+    "no-hash-joins": ["SET enable_hashjoin = off"],
+}
+
+
+async def _counter_locked_while_waiting_for_product(url: str, plan: list[str]) -> bool:
+    dsn = store.asyncpg_dsn(url)
+    holder, writer, probe = [await asyncpg.connect(dsn) for _ in range(3)]
+    await store._init_connection(writer)  # the pool's JSON codecs
+    try:
+        pid = "lo" + uuid.uuid4().hex[:8]
+        await _products(holder, pid)
+        # A committed counter row, so the append's upsert has an existing row to lock.
+        await holder.execute(
+            "INSERT INTO session_counters (product_id, session_id, next_index) VALUES ($1, 's1', 0)",
+            pid,
+        )
+        for statement in plan:
+            await writer.execute(statement)
+        tx = holder.transaction()
+        await tx.start()
+        await holder.execute("SELECT 1 FROM products WHERE product_id = $1 FOR UPDATE", pid)
+        append = asyncio.create_task(store.append(writer, [_pending(pid, 1, "s1")]))
+        try:
+            async with asyncio.timeout(10):
+                while not await probe.fetchval(
+                    "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1",
+                    writer.get_server_pid(),
+                ):
+                    await asyncio.sleep(0.01)
+            # The append now waits for the product row. Does it already hold the counter?
+            try:
+                await probe.execute(
+                    "SELECT 1 FROM session_counters WHERE product_id = $1 AND session_id = 's1' "
+                    "FOR UPDATE NOWAIT", pid,
+                )
+                held = False
+            except asyncpg.LockNotAvailableError:
+                held = True
+        finally:
+            await tx.rollback()
+        [stored] = await append
+        assert stored.position == 1 and stored.session_index == 0
+        return held
+    finally:
+        for conn in (holder, writer, probe):
+            await conn.close()
+
+
+@pytest.mark.parametrize("plan", list(PLANS))
+def test_a_session_counter_is_locked_only_after_its_product(database_url: str, plan: str) -> None:
+    """The lock order that keeps concurrent writers from deadlocking, under any plan.
+
+    A counter of product P is only touched while P's row is locked (held to commit), so two
+    transactions on the same session serialize on P instead of deadlocking (Postgres would
+    abort one after deadlock_timeout, 1 s, and the writer would retry).
+    """
+    assert asyncio.run(_counter_locked_while_waiting_for_product(database_url, PLANS[plan])) is False
+
+
+async def _mixed_batch_with_a_deleted_product(url: str) -> tuple[int, int]:
+    conn = await asyncpg.connect(store.asyncpg_dsn(url))
+    await store._init_connection(conn)
+    try:
+        await _products(conn, "mx1")
+        with pytest.raises(NotFoundError):
+            await store.append(conn, [_pending("mx1", 1, "s"), _pending("mx-gone", 2, "s")])
+        events = await conn.fetchval("SELECT count(*) FROM events WHERE product_id = 'mx1'")
+        head = await conn.fetchval("SELECT last_position FROM products WHERE product_id = 'mx1'")
+        return events, head
+    finally:
+        await conn.close()
+
+
+def test_a_batch_with_a_deleted_product_stores_nothing(database_url: str) -> None:
+    """All or nothing: the live product's event is not stored either (the sender retries)."""
+    assert asyncio.run(_mixed_batch_with_a_deleted_product(database_url)) == (0, 0)

@@ -205,8 +205,7 @@ def test_payload_retention_clears_only_the_payload(database_url: str) -> None:
         cols = "product_id, position, received_at, occurred_at, event, distinct_id, email, current_url, title"
         typed = await conn.fetch(f"SELECT {cols} FROM events ORDER BY 1, 2")  # noqa: S608
 
-        # NOW is taken when the module is imported, minutes before this runs in a full suite:
-        # bracket the maintenance run itself.
+        # Bracket the maintenance run itself: it reads the clock a moment after NOW was taken.
         before = datetime.now(UTC)
         report = await retention.maintain(conn, Policy(retention_days=30, payload_retention_days=7))
         after = datetime.now(UTC)
