@@ -22,6 +22,10 @@ exist, so an insert never fails. One :func:`maintain` run:
 5. **Prunes dedup keys** (``event_keys``) older than the product's event retention. A
    PostHog redelivery older than that would be accepted again as a new event; PostHog retries
    for minutes to hours, far below any sensible retention.
+6. **Prunes session counters** (``session_counters``) of sessions idle for longer than the
+   product's event retention plus two days (whole-day partitions outlive the cutoff by up
+   to a day), so the table holds live sessions, not every session ever seen. Such a session's
+   events are gone; should it ever resume, its ``session_index`` starts again at 0.
 
 Every run holds a session advisory lock, so several receivers (or ``--workers``) on one
 database never maintain concurrently. DDL runs with a short ``lock_timeout``: if ingest or a
@@ -78,6 +82,7 @@ class Report:
     deleted: dict[str, int] = field(default_factory=dict)  # per product, per-product retention
     payloads_cleared: dict[str, int] = field(default_factory=dict)
     keys_pruned: int = 0
+    sessions_pruned: int = 0
     lock_timeouts: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -85,7 +90,7 @@ class Report:
             "skipped": self.skipped, "created": self.created, "dropped": self.dropped,
             "moved_from_default": self.moved_from_default, "deleted": self.deleted,
             "payloads_cleared": self.payloads_cleared, "keys_pruned": self.keys_pruned,
-            "lock_timeouts": self.lock_timeouts,
+            "sessions_pruned": self.sessions_pruned, "lock_timeouts": self.lock_timeouts,
         }
 
 
@@ -276,6 +281,20 @@ async def prune_keys(conn: asyncpg.Connection, product_id: str, cutoff: datetime
     )
 
 
+# A day partition is dropped once the whole day is past the horizon, so a session's last
+# events can outlive the cutoff by up to a day; two days keep its counter until they are gone.
+SESSION_MARGIN = timedelta(days=2)
+
+
+async def prune_sessions(conn: asyncpg.Connection, product_id: str, idle_since: datetime) -> int:
+    # One statement, one range scan of the product's counters (batching would rescan it).
+    status = await conn.execute(
+        "DELETE FROM session_counters WHERE product_id = $1 AND last_seen_at < $2",
+        product_id, idle_since,
+    )
+    return int(status.split()[-1])
+
+
 async def maintain(
     conn: asyncpg.Connection, policy: Policy, *, now: datetime | None = None
 ) -> Report:
@@ -341,6 +360,7 @@ async def _maintain(conn: asyncpg.Connection, policy: Policy, now: datetime, rep
                 if n:
                     report.deleted[pid] = n
             report.keys_pruned += await prune_keys(conn, pid, cutoff)
+            report.sessions_pruned += await prune_sessions(conn, pid, cutoff - SESSION_MARGIN)
         payload_days = p["payload_retention_days"]
         if payload_days is None:
             payload_days = policy.payload_retention_days
@@ -407,7 +427,8 @@ async def run_forever(pool: asyncpg.Pool, policy: Policy, interval: float) -> No
                 report = await maintain(conn, policy)
             if not report.skipped and (
                 report.created or report.dropped or report.deleted or report.payloads_cleared
-                or report.keys_pruned or report.moved_from_default or report.lock_timeouts
+                or report.keys_pruned or report.sessions_pruned or report.moved_from_default
+                or report.lock_timeouts
             ):
                 log.info("maintenance: %s", report.as_dict())
         except asyncio.CancelledError:

@@ -148,6 +148,11 @@ session_counters = sa.Table(
     sa.Column("product_id", sa.Text, primary_key=True),
     sa.Column("session_id", sa.Text, primary_key=True),
     sa.Column("next_index", sa.Integer, nullable=False),
+    sa.Column(
+        "last_seen_at", sa.DateTime(timezone=True), nullable=False,
+        server_default=sa.text("now()"),
+        comment="When the session last had an event (pruned after the product's retention).",
+    ),
     comment="Next per-session action index.",
 )
 
@@ -372,7 +377,8 @@ WITH input AS (
     SELECT sc.product_id, sc.sid, sc.n FROM session_counts sc JOIN bump USING (product_id)
     ORDER BY sc.product_id, sc.sid
     ON CONFLICT (product_id, session_id)
-    DO UPDATE SET next_index = session_counters.next_index + EXCLUDED.next_index
+    DO UPDATE SET next_index = session_counters.next_index + EXCLUDED.next_index,
+                  last_seen_at = now()
     RETURNING product_id, session_id, next_index
 ), n AS (
     SELECT r.*,
@@ -520,7 +526,8 @@ async def _append_copy(
                 INSERT INTO session_counters (product_id, session_id, next_index)
                 SELECT * FROM unnest($1::text[], $2::text[], $3::int[])
                 ON CONFLICT (product_id, session_id)
-                DO UPDATE SET next_index = session_counters.next_index + EXCLUDED.next_index
+                DO UPDATE SET next_index = session_counters.next_index + EXCLUDED.next_index,
+                              last_seen_at = now()
                 RETURNING product_id, session_id, next_index
                 """,
                 [k[0] for k in keys],

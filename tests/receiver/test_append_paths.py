@@ -81,6 +81,13 @@ async def _run(url: str, single_max: int, monkeypatch: pytest.MonkeyPatch) -> No
                 )
             for idx in by_session.values():
                 assert idx == list(range(len(idx)))  # gap-free, in position order
+            # A session that gets a new event is seen again (retention prunes idle ones).
+            await conn.execute("UPDATE session_counters SET last_seen_at = '2000-01-01'")
+            await store.append(conn, [_pending("a", 20_000, "s2")])  # an existing session
+            assert await conn.fetchval(
+                "SELECT last_seen_at > now() - interval '1 minute' FROM session_counters "
+                "WHERE product_id = 'a' AND session_id = 's2'"
+            )
             with pytest.raises(NotFoundError):
                 await store.append(conn, [_pending("gone", 10_000, "s")])
             assert await conn.fetchval("SELECT count(*) FROM events WHERE product_id='gone'") == 0
@@ -90,7 +97,8 @@ async def _run(url: str, single_max: int, monkeypatch: pytest.MonkeyPatch) -> No
         async with asyncio.timeout(10):
             while "sentinel" not in notes:
                 await asyncio.sleep(0.01)
-        assert len(notes[: notes.index("sentinel")]) == 5  # one per committed batch, none for the failed one
+        # One per committed batch (five, then the one-event batch), none for the failed one.
+        assert len(notes[: notes.index("sentinel")]) == 6
     finally:
         await listener.close()
         await pool.close()

@@ -405,3 +405,34 @@ def test_sse_replay_across_partitions(receiver: Any, make_product: Callable[...,
     assert ids("since=5", 3) == [6, 7, 8]
     # replay=<seconds> finds its start with position_before across partitions.
     assert ids(f"replay={int(timedelta(days=1, hours=12).total_seconds())}", 4) == [5, 6, 7, 8]
+
+
+def test_counters_of_idle_sessions_are_pruned_after_the_retention(database_url: str) -> None:
+    async def scenario(conn: asyncpg.Connection) -> None:
+        for session in ("old", "edge", "recent"):
+            await add(conn, "p", NOW, session=session)
+        await add(conn, "forever", NOW, session="old")
+        await conn.execute("UPDATE products SET retention_days = 0 WHERE product_id = 'forever'")
+        # Sessions last seen 33, 31 and 1 day(s) ago; retention 30 days + a 2-day margin.
+        for session, back in (("old", 33), ("edge", 31), ("recent", 1)):
+            await conn.execute(
+                "UPDATE session_counters SET last_seen_at = $1 "
+                "WHERE product_id = 'p' AND session_id = $2", days_ago(back), session,
+            )
+        await conn.execute(
+            "UPDATE session_counters SET last_seen_at = $1 WHERE product_id = 'forever'",
+            days_ago(400),
+        )
+        report = await retention.maintain(conn, Policy(retention_days=30))
+        assert report.sessions_pruned == 1
+        assert report.as_dict()["sessions_pruned"] == 1
+        left = {tuple(r) for r in await conn.fetch("SELECT product_id, session_id FROM session_counters")}
+        assert left == {("p", "edge"), ("p", "recent"), ("forever", "old")}  # 0 = keep forever
+        # A pruned session that comes back starts at 0 again; a kept one continues.
+        assert (await add(conn, "p", NOW, session="old")).session_index == 0
+        assert (await add(conn, "p", NOW, session="edge")).session_index == 1
+        # And it is seen again: the next run keeps it.
+        again = await retention.maintain(conn, Policy(retention_days=30))
+        assert again.sessions_pruned == 0
+
+    run(scenario, database_url)
