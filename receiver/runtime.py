@@ -21,7 +21,7 @@ from receiver import privacy, products, retention, store
 from receiver.errors import UnavailableError
 from receiver.hub import Hub
 from receiver.limits import Limits
-from receiver.metrics import Metrics
+from receiver.metrics import MULTIPROCESS, Metrics
 from receiver.products import Directory, ProductAuth
 from receiver.settings import Settings
 from receiver.store import Pending
@@ -80,10 +80,13 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
         pool.terminate()
         raise
     hub.on_products_changed = directory.invalidate
-    def observe_commit(n: int, seconds: float) -> None:
-        metrics.observe_commit(n, seconds)
-        # Here as well as at scrape time: with several workers a scrape reaches one of them.
-        metrics.observe_pool(pool.get_size(), pool.get_idle_size())
+    observe_commit = metrics.observe_commit
+    if MULTIPROCESS:
+        # A scrape reaches one worker and sets only its own pool gauges: the others keep theirs
+        # fresh as they commit.
+        def observe_commit(n: int, seconds: float) -> None:
+            metrics.observe_commit(n, seconds)
+            metrics.observe_pool(pool.get_size(), pool.get_idle_size())
 
     writer = Writer(
         pool, max_batch=settings.batch_max_events, on_commit=hub.published,
