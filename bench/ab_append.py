@@ -2,7 +2,7 @@
 
     python -m bench.ab_append --base 36f2bb5 --seconds 1.5 --rounds 4
 
-Loads ``receiver/store.py`` of ``--base`` from git as a separate module and times both
+Loads ``receiver/storage/store.py`` of ``--base`` from git as a separate module and times both
 implementations on the same batches (only the time inside ``append`` counts), alternating
 the order each round so load drift on a shared machine hits both alike.
 """
@@ -24,8 +24,15 @@ from bench.scenarios import _admin, _pendings
 
 
 def load_base(rev: str) -> Any:
-    src = subprocess.run(["git", "show", f"{rev}:receiver/store.py"], cwd=ROOT, check=True,
-                         capture_output=True, text=True).stdout
+    # The module moved into receiver/storage/; older revisions have it at the top level.
+    for candidate in ("receiver/storage/store.py", "receiver/store.py"):
+        shown = subprocess.run(["git", "show", f"{rev}:{candidate}"], cwd=ROOT,
+                               capture_output=True, text=True)
+        if shown.returncode == 0:
+            src = shown.stdout
+            break
+    else:
+        raise SystemExit(f"no store module at {rev}")
     path = Path(tempfile.mkdtemp()) / "store_base.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("store_base", path)
@@ -37,7 +44,7 @@ def load_base(rev: str) -> Any:
 
 
 async def run(url: str, base: Any, secs: float, rounds: int, sizes: list[int]) -> str:
-    from receiver import store
+    from receiver.storage import store
 
     pool = await store.create_pool(url, max_size=2, timeout=30)
     res: dict[tuple[str, int], list[float]] = {}
@@ -73,7 +80,7 @@ async def run(url: str, base: Any, secs: float, rounds: int, sizes: list[int]) -
 
 
 def main() -> None:
-    from receiver import devdb, migrate
+    from receiver.storage import devdb, migrate
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--base", required=True, help="git revision to compare against")

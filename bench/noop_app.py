@@ -3,7 +3,7 @@
 ``POST /webhook/{product_id}`` reads the body, parses it as JSON (orjson, as the receiver
 does), and answers 200 with a small JSON body. Served by ``python -m bench.noop_app`` with the
 uvicorn settings of ``receiver serve`` (uvloop, httptools, no access log, same workers), and
-the same garbage-collection policy (``receiver.heap``), so the ratio measures our work only.
+the same garbage-collection policy (``receiver.ops.heap``), so the ratio measures our work only.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import orjson
 from fastapi import FastAPI, Header, Request
 from starlette.responses import Response
 
-from receiver import heap
+from receiver.ops import heap
 
 
 @asynccontextmanager

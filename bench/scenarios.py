@@ -59,7 +59,7 @@ class Ctx:
 @contextmanager
 def durable_postgres() -> Iterator[tuple[Any, str]]:
     """A throwaway cluster with the receiver's durability: fsync and synchronous_commit on."""
-    from receiver import devdb, migrate
+    from receiver.storage import devdb, migrate
 
     root = Path(tempfile.mkdtemp(prefix="rcvbench", dir="/tmp"))  # short path: socket limit
     srv = devdb.server(root / "data", ephemeral=False)
@@ -572,9 +572,9 @@ def replay(ctx: Ctx, events: int = 100_000, runs: int = 2) -> dict[str, Any]:
 def _pendings(product_id: str, start: int, n: int) -> list[Any]:
     import orjson
 
-    from receiver import normalize
-    from receiver.store import Pending
-    from receiver.writer import MonotonicClock
+    from receiver.ingest import normalize
+    from receiver.storage.store import Pending
+    from receiver.storage.writer import MonotonicClock
 
     clock = MonotonicClock()
     out = []
@@ -586,7 +586,7 @@ def _pendings(product_id: str, start: int, n: int) -> list[Any]:
 
 
 async def _bulk_load(url: str, product_id: str, n: int, batch: int = 1000) -> None:
-    from receiver import store
+    from receiver.storage import store
 
     pool = await store.create_pool(url, max_size=2, timeout=30)
     try:
@@ -609,7 +609,7 @@ def db_ceiling(ctx: Ctx) -> dict[str, Any]:
 async def _db_ceiling(ctx: Ctx) -> dict[str, Any]:
     import asyncpg
 
-    from receiver import store
+    from receiver.storage import store
 
     secs = 0.3 if ctx.smoke else ctx.seconds(3, 1)
     pid = f"dbceil-{os.getpid()}"

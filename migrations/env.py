@@ -11,13 +11,13 @@ from sqlalchemy import pool
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import async_engine_from_config
 
-from receiver.store import metadata
+from receiver.storage.store import metadata
 
 config = context.config
 target_metadata = metadata
 
 # The daily partitions of ``events`` (and its DEFAULT partition) are created and dropped by
-# receiver.retention at run time, not by migrations: autogenerate must not see them as drift.
+# receiver.storage.retention at run time, not by migrations: autogenerate must not see them as drift.
 _PARTITION = re.compile(r"^events_(p\d{8}|default)$")
 
 

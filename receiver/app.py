@@ -9,15 +9,18 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from receiver import admin, capture, health, heap, ingest, onboarding, responses, runtime, stream
+from receiver import onboarding, responses, runtime
+from receiver.delivery import stream
 from receiver.errors import ReceiverError
-from receiver.logging import RequestContextMiddleware
-from receiver.migrate import head_revision
+from receiver.ingest import capture, webhook
+from receiver.ops import admin, health, heap
+from receiver.ops.logging import RequestContextMiddleware
 from receiver.settings import Settings
+from receiver.storage.migrate import head_revision
 
 
 def create_app(settings: Settings, *, manage_gc: bool = False) -> FastAPI:
-    """``manage_gc``: run the process-wide GC policy (receiver.heap); ``receiver serve`` only."""
+    """``manage_gc``: run the process-wide GC policy (receiver.ops.heap); ``receiver serve`` only."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -44,10 +47,10 @@ def create_app(settings: Settings, *, manage_gc: bool = False) -> FastAPI:
     app.add_exception_handler(RequestValidationError, responses.on_validation_error)
     app.add_exception_handler(StarletteHTTPException, responses.on_http_error)
     app.add_exception_handler(Exception, responses.on_unexpected)
-    for module in (ingest, capture, stream, onboarding, health):
+    for module in (webhook, capture, stream, onboarding, health):
         app.include_router(module.router)
-    ingest.mount(app)
-    # CORS for the browser-facing capture/flags/config routes only (see receiver.capture).
+    webhook.mount(app)
+    # CORS for the browser-facing capture/flags/config routes only (see receiver.ingest.capture).
     app.add_middleware(capture.CaptureCORS)
     app.include_router(admin.router)
     # Outermost: request ids, access log and ingest metrics see every request as answered.

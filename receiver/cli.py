@@ -33,10 +33,12 @@ from typing import Any
 import asyncpg
 from pydantic import SecretStr
 
-from receiver import devdb, metrics, migrate, privacy, products, store
-from receiver import logging as receiver_logging
 from receiver.errors import ReceiverError
+from receiver.ingest import privacy
+from receiver.ops import logging as receiver_logging
+from receiver.ops import metrics
 from receiver.settings import Settings
+from receiver.storage import devdb, migrate, products, store
 
 log = logging.getLogger("receiver.cli")
 EMBEDDED_DB = "receiver"
@@ -97,7 +99,7 @@ def serve(settings: Settings) -> int:
             host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
             proxy_headers=False, timeout_graceful_shutdown=10, access_log=False,
             loop="uvloop", http="httptools", lifespan="on",
-            # Our handler (receiver.logging) formats uvicorn's records too (JSON or text).
+            # Our handler (receiver.ops.logging) formats uvicorn's records too (JSON or text).
             log_config=None,
         )
         print(f"receiver listening on http://{settings.host}:{settings.port}", file=sys.stderr)
@@ -248,7 +250,7 @@ def policy_command(args: argparse.Namespace, settings: Settings) -> dict[str, An
 def sql_command(psql_args: list[str], settings: Settings) -> int:
     """psql on the configured database (embedded included): exec'd, or run as a child while
     an embedded server we started must be stopped afterwards."""
-    from receiver import sql
+    from receiver.storage import sql
 
     if psql_args[:1] == ["--"]:
         psql_args = psql_args[1:]
@@ -312,7 +314,7 @@ async def _set_retention(conn: asyncpg.Connection, args: argparse.Namespace, set
 
 
 def db_command(args: argparse.Namespace, settings: Settings) -> int:
-    from receiver import retention, sql
+    from receiver.storage import retention, sql
 
     with database(settings) as settings:
         migrate.upgrade(settings.database_url_str())
@@ -341,7 +343,7 @@ def db_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def erase_command(args: argparse.Namespace, settings: Settings) -> int:
-    from receiver import retention
+    from receiver.storage import retention
 
     with database(settings) as settings:
         migrate.upgrade(settings.database_url_str())

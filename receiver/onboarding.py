@@ -15,10 +15,12 @@ from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.responses import Response
 
-from receiver import apidoc, privacy, products, security, store
+from receiver import apidoc, security
 from receiver.errors import BadRequestError, ForbiddenError
+from receiver.ingest import privacy
 from receiver.responses import json_response
 from receiver.runtime import Runtime
+from receiver.storage import products, store
 
 router = APIRouter(tags=["products"])
 FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")

@@ -17,15 +17,16 @@ from typing import Any
 
 import asyncpg
 
-from receiver import privacy, products, retention, store
+from receiver.delivery.hub import Hub
 from receiver.errors import UnavailableError
-from receiver.hub import Hub
-from receiver.limits import Limits
-from receiver.metrics import MULTIPROCESS, Metrics
-from receiver.products import Directory, ProductAuth
+from receiver.ingest import privacy
+from receiver.ingest.limits import Limits
+from receiver.ops.metrics import MULTIPROCESS, Metrics
 from receiver.settings import Settings
-from receiver.store import Pending
-from receiver.writer import Writer
+from receiver.storage import products, retention, store
+from receiver.storage.products import Directory, ProductAuth
+from receiver.storage.store import Pending
+from receiver.storage.writer import Writer
 
 log = logging.getLogger("receiver")
 
@@ -43,7 +44,7 @@ class Runtime:
     shutdown_future: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
-    maintenance: asyncio.Task[None] | None = None  # receiver.retention background task
+    maintenance: asyncio.Task[None] | None = None  # receiver.storage.retention background task
 
     @property
     def shutting_down(self) -> bool:

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     ingest_rate_limit: float = Field(default=0.0, ge=0)
     ingest_burst: int = Field(default=20_000, ge=1)
 
-    # Retention (receiver.retention; per-product overrides in products.retention_days and
+    # Retention (receiver.storage.retention; per-product overrides in products.retention_days and
     # products.payload_retention_days). 0 = keep forever / keep payloads as long as events.
     retention_days: int = Field(default=30, ge=0)
     payload_retention_days: int = Field(default=0, ge=0)
@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     # Changing it changes every hash from then on (users are counted anew).
     pii_hash_key: SecretStr | None = None
 
-    # Garbage collection (receiver.heap; `receiver serve` only): freeze what survives each full
+    # Garbage collection (receiver.ops.heap; `receiver serve` only): freeze what survives each full
     # collection so thousands of open streams are not walked on every one; hand it back to
     # the collector every N seconds so reference cycles among it are reclaimed (0: only at
     # shutdown, so such cycles are kept for the life of the process).

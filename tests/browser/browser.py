@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, unquote_to_bytes, urlencode, urlsplit
 import pytest
 import pytest_asyncio
 
-from receiver import capture as receiver_capture
+from receiver.ingest import capture as receiver_capture
 from tests.unavailable import unavailable
 
 REPO = Path(__file__).resolve().parents[2]

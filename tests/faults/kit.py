@@ -22,7 +22,7 @@ import httpx
 import orjson
 import pytest
 
-from receiver.store import asyncpg_dsn
+from receiver.storage.store import asyncpg_dsn
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ import httpx
 import orjson
 import pytest
 
-from receiver import devdb
+from receiver.storage import devdb
 from tests.conftest import register_product
 from tests.faults.kit import (
     ResumingSubscriber,

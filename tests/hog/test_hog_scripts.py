@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from receiver.elements import target_from_chain
+from receiver.ingest.elements import target_from_chain
 from tests.hog.hogdata import destination_source, load_chains, load_events, tutorial_source
 from tests.hog.hogvm import (
     FetchRequest,

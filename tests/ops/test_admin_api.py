@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from receiver import admin
+from receiver.ops import admin
 from tests.privacy.helpers import read_stream
 
 TOKEN = "admin-token-for-tests-0123456789"

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from receiver import logging as rlog
+from receiver.ops import logging as rlog
 
 
 def click(email: str = "carol.secret@example.com") -> dict[str, Any]:

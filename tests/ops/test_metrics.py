@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from receiver import metrics
+from receiver.ops import metrics
 from tests.conftest import register_product
 from tests.privacy.helpers import read_stream
 

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from receiver.store import asyncpg_dsn
+from receiver.storage.store import asyncpg_dsn
 
 
 async def read_stream(

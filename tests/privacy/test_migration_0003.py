@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 
-from receiver import migrate
+from receiver.storage import migrate
 from tests.privacy.helpers import fetch
 
 
 async def _exec(url: str, sql: str) -> None:
     import asyncpg
 
-    from receiver.store import asyncpg_dsn
+    from receiver.storage.store import asyncpg_dsn
 
     conn = await asyncpg.connect(asyncpg_dsn(url))
     try:

@@ -1,4 +1,4 @@
-"""receiver.privacy as pure functions: policy validation, each rule, the payload walk."""
+"""receiver.ingest.privacy as pure functions: policy validation, each rule, the payload walk."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from receiver import normalize, privacy
-from receiver.privacy import REDACTED, Policy
+from receiver.ingest import normalize, privacy
+from receiver.ingest.privacy import REDACTED, Policy
 
 KEY = b"k" * 32
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

@@ -11,9 +11,10 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from receiver import normalize, store
 from receiver.errors import NotFoundError
-from receiver.store import Pending
+from receiver.ingest import normalize
+from receiver.storage import store
+from receiver.storage.store import Pending
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 

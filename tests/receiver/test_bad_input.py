@@ -20,8 +20,8 @@ import httpx
 import orjson
 import pytest
 
-from receiver import bodies, normalize
 from receiver.errors import BadRequestError, PayloadTooLargeError
+from receiver.ingest import bodies, normalize
 from receiver.settings import MIB
 from tests.faults.kit import asql, count_events, hog_event, nodelay, show, sql
 
@@ -255,7 +255,7 @@ def test_nul_characters_are_replaced_not_fatal(
     client: httpx.Client, product: Any, database_url: str
 ) -> None:
     # Postgres text and JSONB cannot hold U+0000: the receiver replaces it with U+FFFD in the
-    # payload and every typed column (documented in receiver.normalize.sanitize_json).
+    # payload and every typed column (documented in receiver.ingest.normalize.sanitize_json).
     body = {
         "event": "$pageview\u0000", "distinct_id": "u\u00001", "current_url": "https://a.example/\u0000x",
         "email": "a\u0000@example.com", "extra": {"k\u0000": ["\u0000"]},

@@ -1,4 +1,4 @@
-"""The native capture API (``receiver.capture``) against a live receiver and real Postgres.
+"""The native capture API (``receiver.ingest.capture``) against a live receiver and real Postgres.
 
 Every test posts over HTTP to a receiver served by uvicorn, then checks what matters to the
 sender (status and exact body) and what matters downstream: rows in ``events`` (read with
@@ -27,8 +27,8 @@ import httpx
 import pytest
 from autoplay_sdk import ActionsPayload, AsyncConnectorClient
 
-from receiver import capture
-from receiver.store import asyncpg_dsn
+from receiver.ingest import capture
+from receiver.storage.store import asyncpg_dsn
 from tests.conftest import LiveReceiver, Product, register_product
 
 INVITE_CHAIN = (

@@ -1,4 +1,4 @@
-"""receiver.elements: corpus of realistic chains plus property tests on hostile input."""
+"""receiver.ingest.elements: corpus of realistic chains plus property tests on hostile input."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from receiver.elements import (
+from receiver.ingest.elements import (
     MAX_ATTRIBUTES,
     MAX_CHAIN_CHARS,
     MAX_CLASSES,

@@ -1,4 +1,4 @@
-"""receiver.heap: full collections skip what survived the last one; nothing leaks for good.
+"""receiver.ops.heap: full collections skip what survived the last one; nothing leaks for good.
 
 The fan-out benchmark shows what this buys (docs/bench/gc-fanout.txt); these tests pin down
 the two properties it must keep: survivors are frozen after a full collection, and reference
@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from receiver import heap
+from receiver.ops import heap
 
 
 class Node:

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from receiver import normalize
 from receiver.errors import BadRequestError
+from receiver.ingest import normalize
 from tests.payloads import hog_payload
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

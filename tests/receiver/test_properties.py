@@ -1,10 +1,10 @@
 """Property tests: the normalizer and the elements_chain parser never crash and stay bounded.
 
-* ``receiver.normalize.from_webhook`` / ``from_capture`` raise nothing but
+* ``receiver.ingest.normalize.from_webhook`` / ``from_capture`` raise nothing but
   :class:`receiver.errors.BadRequestError` (a 400) for any JSON value ``orjson`` can decode,
   and every column they produce fits its documented bound and is storable in Postgres (no
   NUL characters; identifiers free of control characters).
-* ``receiver.elements.parse_elements_chain`` / ``target_from_chain`` never raise, for any
+* ``receiver.ingest.elements.parse_elements_chain`` / ``target_from_chain`` never raise, for any
   string, and their output is bounded by the module's caps.
 
 Inputs are JSON-shaped (what the HTTP layer hands over after ``orjson.loads``), biased towards
@@ -22,9 +22,9 @@ import orjson
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from receiver import elements, normalize
 from receiver.errors import BadRequestError
-from receiver.normalize import NormalizedEvent
+from receiver.ingest import elements, normalize
+from receiver.ingest.normalize import NormalizedEvent
 
 RECEIVED_AT = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 PROFILE = settings(

@@ -35,9 +35,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from receiver import devdb
 from receiver.app import create_app
 from receiver.settings import Settings
+from receiver.storage import devdb
 from tests.conftest import Product, register_product, start_live_receiver
 from tests.faults.kit import nodelay, show
 
@@ -49,7 +49,7 @@ CHECKS = [
     response_schema_conformance,
 ]
 MAX_EXAMPLES = 25
-# Known gaps in documentation owned elsewhere (receiver/capture.py). These operations still
+# Known gaps in documentation owned elsewhere (receiver/ingest/capture.py). These operations still
 # must never answer 5xx and must match whatever schemas they declare; only the named checks
 # are skipped until the routes document these answers. Remove an entry once it is fixed.
 DOC_GAPS: dict[str, tuple[Any, ...]] = {}

@@ -20,9 +20,10 @@ import httpx
 import orjson
 import pytest
 
-from receiver import products, security
-from receiver.products import ProductAuth
-from receiver.store import asyncpg_dsn
+from receiver import security
+from receiver.storage import products
+from receiver.storage.products import ProductAuth
+from receiver.storage.store import asyncpg_dsn
 from tests.conftest import register_product
 from tests.faults.kit import asql, collect_stream, hog_event, new_product_id, nodelay, show
 

@@ -12,7 +12,8 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
-from receiver import normalize, store
+from receiver.ingest import normalize
+from receiver.storage import store
 
 HOST = "https://app.acme.test"
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from receiver import devdb, normalize, retention, sql, store
+from receiver.ingest import normalize
+from receiver.storage import devdb, retention, sql, store
 from tests.sql.seed import connect, seed_story
 from tests.sql.test_queries import blocks
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from receiver import retention
+from receiver.storage import retention
 from tests.sql.seed import add, connect
 
 

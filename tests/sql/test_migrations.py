@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import orjson
 
-from receiver import migrate, store
+from receiver.storage import migrate, store
 
 COLUMNS_0001 = (
     "product_id", "position", "received_at", "occurred_at", "source", "event", "action_type",
@@ -186,14 +186,14 @@ def test_0002_takes_over_unpartitioned_events_without_loss(empty_database_url: s
 
 
 def test_models_match_the_migrations(empty_database_url: str) -> None:
-    """`alembic check` at head: receiver.store's metadata and the migrations agree (the
+    """`alembic check` at head: receiver.storage.store's metadata and the migrations agree (the
     partitions that maintenance creates are not drift)."""
     from alembic import command
 
     migrate.upgrade(empty_database_url)
 
     async def add_partition() -> None:
-        from receiver import retention
+        from receiver.storage import retention
 
         conn = await asyncpg.connect(dsn(empty_database_url))
         try:

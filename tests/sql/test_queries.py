@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from receiver import migrate, store
+from receiver.storage import migrate, store
 from tests.sql.seed import HOST, seed_story
 
 ROOT = Path(__file__).resolve().parents[2]

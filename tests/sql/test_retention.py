@@ -1,4 +1,4 @@
-"""Partition maintenance and retention against real Postgres (receiver.retention)."""
+"""Partition maintenance and retention against real Postgres (receiver.storage.retention)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import asyncpg
 import httpx
 import pytest
 
-from receiver import retention, store
-from receiver.retention import Policy, partition_name
+from receiver.storage import retention, store
+from receiver.storage.retention import Policy, partition_name
 from tests.sql.seed import add, connect, seed_story
 
 NOW = datetime.now(UTC)

@@ -25,9 +25,9 @@ from collections.abc import Callable, Sequence
 import asyncpg
 import orjson
 
-from receiver import store
-from receiver.normalize import is_streamed
-from receiver.wire import StreamRow, encode_data
+from receiver.delivery.wire import StreamRow, encode_data
+from receiver.ingest.normalize import is_streamed
+from receiver.storage import store
 
 log = logging.getLogger("receiver.hub")
 

@@ -27,8 +27,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from receiver.elements import Target, target_from_chain
 from receiver.errors import BadRequestError
+from receiver.ingest.elements import Target, target_from_chain
 
 MAX_ID_CHARS = 200
 MAX_LABEL_CHARS = 200

@@ -17,9 +17,10 @@ from typing import Any, Literal
 import asyncpg
 import orjson
 
-from receiver import privacy, security
+from receiver import security
 from receiver.errors import BadRequestError, ConflictError, NotFoundError
-from receiver.store import NOTIFY_PRODUCTS
+from receiver.ingest import privacy
+from receiver.storage.store import NOTIFY_PRODUCTS
 
 PRODUCT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,200}@[^@\s]{1,200}\.[^@\s]{1,63}$")

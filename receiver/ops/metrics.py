@@ -3,7 +3,7 @@
 Where each is observed:
 
 * ``receiver_ingest_requests_total{route,status}`` and ``receiver_ack_latency_seconds{route}``:
-  the request middleware (``receiver.logging``), for every route tagged ``ingest`` or
+  the request middleware (``receiver.ops.logging``), for every route tagged ``ingest`` or
   ``capture``; latency is measured to the response start of 2xx answers, i.e. to the durable
   acknowledgement;
 * ``receiver_ingest_events_total{outcome}``: the writer, per committed request;

@@ -15,12 +15,13 @@ from starlette.responses import Response
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
-from receiver import apidoc, normalize
-from receiver.bodies import parse_json, read_limited, require_json_content_type
+from receiver import apidoc
 from receiver.errors import NotFoundError, UnauthorizedError
+from receiver.ingest import normalize
+from receiver.ingest.bodies import parse_json, read_limited, require_json_content_type
 from receiver.responses import json_response
 from receiver.runtime import Runtime
-from receiver.store import Pending
+from receiver.storage.store import Pending
 
 router = APIRouter(tags=["ingest"])
 

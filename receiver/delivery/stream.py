@@ -33,13 +33,14 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from receiver import apidoc, store
+from receiver import apidoc
+from receiver.delivery.hub import Feed, Frame
+from receiver.delivery.wire import HEARTBEAT, encode_data, frame
 from receiver.errors import BadRequestError, NotFoundError, UnauthorizedError, UnavailableError
-from receiver.hub import Feed, Frame
-from receiver.normalize import is_streamed
+from receiver.ingest.normalize import is_streamed
 from receiver.runtime import Runtime
 from receiver.security import bearer_token
-from receiver.wire import HEARTBEAT, encode_data, frame
+from receiver.storage import store
 
 log = logging.getLogger("receiver.stream")
 router = APIRouter(tags=["stream"])

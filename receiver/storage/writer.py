@@ -24,10 +24,10 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from receiver import store
+from receiver.delivery.wire import StreamRow
 from receiver.errors import ReceiverError, UnavailableError
-from receiver.store import Appended, Pending
-from receiver.wire import StreamRow
+from receiver.storage import store
+from receiver.storage.store import Appended, Pending
 
 log = logging.getLogger("receiver.writer")
 

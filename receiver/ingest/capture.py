@@ -69,18 +69,19 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from receiver import normalize, store
-from receiver.bodies import gunzip_limited, parse_json, read_limited
 from receiver.errors import (
     BadRequestError,
     PayloadTooLargeError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
 )
-from receiver.products import ProductAuth
+from receiver.ingest import normalize
+from receiver.ingest.bodies import gunzip_limited, parse_json, read_limited
 from receiver.responses import json_response
 from receiver.runtime import Runtime
-from receiver.store import Pending
+from receiver.storage import store
+from receiver.storage.products import ProductAuth
+from receiver.storage.store import Pending
 
 router = APIRouter(tags=["capture"])
 

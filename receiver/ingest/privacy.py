@@ -1,6 +1,6 @@
 """Per-product PII policy, applied to every event before it is stored or streamed.
 
-Pure functions over :class:`~receiver.normalize.NormalizedEvent`: no I/O, no logging. The
+Pure functions over :class:`~receiver.ingest.normalize.NormalizedEvent`: no I/O, no logging. The
 writer calls :func:`apply` on every event of every route (webhook and capture) before the
 event reaches the database or any subscriber, so nothing a policy removes is ever stored,
 streamed or logged by the receiver.
@@ -41,9 +41,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from receiver import normalize
 from receiver.errors import BadRequestError, UnavailableError
-from receiver.normalize import NormalizedEvent
+from receiver.ingest import normalize
+from receiver.ingest.normalize import NormalizedEvent
 
 REDACTED = "[redacted]"
 EMAIL_MODES = ("keep", "hash", "drop")

@@ -44,7 +44,7 @@ from typing import Any
 
 import asyncpg
 
-from receiver.store import NOTIFY_PRODUCTS
+from receiver.storage.store import NOTIFY_PRODUCTS
 
 log = logging.getLogger("receiver.retention")
 

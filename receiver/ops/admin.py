@@ -34,14 +34,17 @@ import orjson
 from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import Response
 
-from receiver import privacy, security, store, stream
+from receiver import security
+from receiver.delivery import stream
 from receiver.errors import BadRequestError, ForbiddenError, NotFoundError, UnauthorizedError
+from receiver.ingest import privacy
 from receiver.responses import json_response
 from receiver.runtime import Runtime
+from receiver.storage import store
 
 router = APIRouter(tags=["admin"], include_in_schema=False)
 
-STATIC_DIR = Path(__file__).resolve().parent / "static" / "admin"
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static" / "admin"
 STATIC_TYPES = {
     ".html": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8",

@@ -28,7 +28,7 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from receiver.metrics import INGEST_TAGS
+from receiver.ops.metrics import INGEST_TAGS
 from receiver.security import mask
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)

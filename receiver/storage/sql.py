@@ -13,7 +13,7 @@ import shutil
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from receiver import devdb, retention
+from receiver.storage import devdb, retention
 
 VIEWS: tuple[str, ...] = ("sessions", "pageviews", "clicks", "daily_activity")
 READABLE: tuple[str, ...] = ("events", *VIEWS)
@@ -70,7 +70,7 @@ async def grant_readonly(
     A new role is NOLOGIN (a group role: ``GRANT <role> TO alice``) unless ``login`` or a
     ``password`` is given. Existing roles keep their other attributes and grants: this never
     revokes anything. Partitions created later get the same SELECT grant from the
-    maintenance that creates them (``receiver.retention.create_partition``), which is
+    maintenance that creates them (``receiver.storage.retention.create_partition``), which is
     narrower than ``ALTER DEFAULT PRIVILEGES`` (that would hand the role every future table).
     """
     created = False

@@ -21,9 +21,9 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from receiver.delivery.wire import StreamRow
 from receiver.errors import NotFoundError, UnavailableError
-from receiver.normalize import NormalizedEvent
-from receiver.wire import StreamRow
+from receiver.ingest.normalize import NormalizedEvent
 
 NOTIFY_EVENTS = "receiver_events"
 NOTIFY_PRODUCTS = "receiver_products"
@@ -138,7 +138,7 @@ event_keys = sa.Table(
     sa.Column("product_id", sa.Text, primary_key=True),
     sa.Column("dedup_key", sa.Text, primary_key=True),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False, index=True),
-    # Pruned with the event retention (receiver.retention).
+    # Pruned with the event retention (receiver.storage.retention).
     comment="Deduplication keys of accepted events (PostHog delivers at least once).",
 )
 
@@ -170,7 +170,7 @@ retention_state = sa.Table(
     comment="Progress of payload retention per product (maintenance bookkeeping).",
 )
 
-# Partitioned by day on received_at (receiver.retention creates and drops the partitions
+# Partitioned by day on received_at (receiver.storage.retention creates and drops the partitions
 # events_pYYYYMMDD; events_default catches anything outside them). A primary key on a
 # partitioned table must contain the partition column, hence (product_id, position,
 # received_at); positions are unique per product by construction (products row lock).
@@ -405,7 +405,7 @@ FROM n
 
 # The NOTIFY payload is {product_id: head, ...} plus, under this key (never a product id: those
 # start with a letter or digit), the origin of the commit: listeners skip their own writer's
-# commits, whose rows it hands to the hub directly (see receiver.hub._on_events).
+# commits, whose rows it hands to the hub directly (see receiver.delivery.hub._on_events).
 ORIGIN_KEY = ""
 _PROCESS_TOKEN = os.urandom(4).hex()
 

@@ -1,0 +1,1 @@
+"""Operations: the admin page, health, metrics, logs and the GC policy."""

@@ -1,0 +1,1 @@
+"""Storage: the Postgres event log, its writer, products, retention, migrations and the dev cluster."""
