@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-faults demo bench bench-smoke lint venv clean rasa-venv browser-deps
+.PHONY: run test test-fast test-faults demo bench bench-smoke lint venv clean rasa-venv browser-deps sdk013-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(VENV)/bin/receiver serve
 
 ## The whole suite against a throwaway Postgres.
-test: $(STAMP) browser-deps rasa-venv
+test: $(STAMP) browser-deps rasa-venv sdk013-venv
 	$(PY) -m ruff check receiver bridge tests migrations posthog scripts bench
 	$(PY) -m pytest -q -ra
 
@@ -44,6 +44,10 @@ demo: $(STAMP)
 rasa-venv:
 	@bash scripts/rasa-venv.sh
 
+## The stock autoplay-sdk 0.13.0 in a venv of its own (tests drive it in a subprocess).
+sdk013-venv:
+	@bash scripts/sdk013-venv.sh
+
 ## Benchmark (not part of `make test`): table + docs/bench/results.json + results.png, ~4 min.
 bench: $(STAMP)
 	@bash bench/run.sh $(ARGS)
@@ -53,4 +57,4 @@ bench-smoke: $(STAMP)
 	$(PY) -m pytest -q tests/bench
 
 clean:
-	rm -rf $(VENV) .venv-rasa .data node_modules
+	rm -rf $(VENV) .venv-rasa .venv-sdk013 .data node_modules
