@@ -169,7 +169,7 @@ async def list_products(
     for r in rows:
         feed = rt.hub.feeds.get(r["product_id"])
         try:
-            policy = privacy.Policy.from_json(orjson.loads(r["policy"])).to_json()
+            policy = privacy.Policy.from_json(orjson.loads(r["policy"]), stored=True).to_json()
         except privacy.PolicyError:
             policy = {"error": "invalid stored policy"}
         out.append(

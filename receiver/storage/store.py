@@ -298,6 +298,9 @@ class Pending:
     product_id: str
     received_at: datetime
     event: NormalizedEvent
+    # The privacy policy already applied to ``event`` by the route (a
+    # receiver.ingest.privacy.Policy), so the writer's own pass can skip it; None: not yet.
+    policy: Any = None
 
 
 @dataclass(frozen=True, slots=True)
