@@ -31,7 +31,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from receiver.errors import ReceiverError
 from receiver.ingest import privacy
@@ -475,7 +475,12 @@ def main(argv: list[str] | None = None) -> int:
             ("workers", getattr(args, "workers", None)),
         ) if v is not None
     }
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        # A bad RECEIVER_* value (e.g. a short RECEIVER_ADMIN_TOKEN): say which, no traceback.
+        print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
     _configure_logging(settings)
     # SIGTERM should unwind like Ctrl-C so the embedded database is stopped too.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -46,6 +47,7 @@ class Runtime:
     migration_head: str | None
     budget: Budget
     offload: Offload
+    ticket_key: bytes  # signs the admin page's stream tickets (receiver.ops.admin)
     shutdown_future: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -103,6 +105,7 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
     directory = Directory(pool)
     try:
         await check_hash_key(pool, settings)
+        ticket_key = await _ticket_key(pool)
     except BaseException:
         pool.terminate()
         raise
@@ -132,6 +135,7 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
         limits=limits, metrics=metrics, migration_head=migration_head,
         budget=budget_from(settings),
         offload=Offload(threshold_bytes=settings.offload_bytes, max_queued=settings.offload_queue),
+        ticket_key=ticket_key,
     )
     writer.prepare = _privacy_step(directory, settings.hash_key_bytes(), rt.offload)
     writer.counted = metrics.observe_outcomes
@@ -141,6 +145,22 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
         pool, retention.policy_from(settings), settings.maintenance_seconds
     )
     return rt
+
+
+TICKET_KEY_NAME = "admin_stream_ticket"
+
+
+async def _ticket_key(pool: asyncpg.Pool) -> bytes:
+    """The installation's random ticket key, shared through Postgres by every process."""
+    with store.unavailable("reading the server secrets"):
+        async with pool.acquire() as conn:
+            try:
+                return await store.server_secret(conn, TICKET_KEY_NAME)
+            except asyncpg.UndefinedTableError:
+                # Migrations pending (/readyz says so): tickets then verify in this process only.
+                log.warning("server_secrets is missing (migrations pending): stream tickets are "
+                            "signed with a key of this process only")
+                return secrets.token_bytes(32)
 
 
 class ConfigurationError(RuntimeError):

@@ -16,7 +16,10 @@ MIN_ADMIN_TOKEN_CHARS = 24
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RECEIVER_", env_file=None, extra="ignore")
+    # hide_input_in_errors: a rejected value (a short admin token) is never echoed in the error.
+    model_config = SettingsConfigDict(
+        env_prefix="RECEIVER_", env_file=None, extra="ignore", hide_input_in_errors=True
+    )
 
     # Where to listen, and the base URL printed for webhook/stream URLs.
     host: str = "127.0.0.1"
