@@ -44,6 +44,7 @@ LAYERS: dict[str, int] = {
     "receiver.ops.metrics": 2,
     "receiver.ops.logging": 2,
     "receiver.ops.heap": 2,
+    "receiver.ops.connections": 2,
     "receiver.runtime": 3,
     "receiver.ingest.webhook": 4,
     "receiver.ingest.capture": 4,
