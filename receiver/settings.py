@@ -39,11 +39,14 @@ class Settings(BaseSettings):
     admin_allow_loopback: bool = True
 
     # Ingest.
-    max_body_bytes: int = Field(default=MIB, ge=1024)
+    max_body_bytes: int = Field(
+        default=MIB // 2, ge=1024,
+        description="Largest request body on the wire, in bytes (413 above).",
+    )
     max_decompressed_bytes: int = Field(
-        default=MIB, ge=1024,
+        default=MIB // 2, ge=1024,
         description="Largest capture payload after gzip/base64 decoding, in bytes (413 above). "
-        "A posthog-js flush of ~150 events is ~0.5 MB.",
+        "A real posthog-js event is 1-4.5 KB; its largest flush ~150 events.",
     )
     batch_max_events: int = Field(default=1000, ge=1)
     secret_grace_seconds: int = Field(default=24 * 3600, ge=0)
@@ -65,7 +68,7 @@ class Settings(BaseSettings):
         default=64, ge=4, le=512, description="Deepest nesting of objects and arrays in one event."
     )
     max_string_chars: int = Field(
-        default=512 * 1024, ge=1024,
+        default=256 * 1024, ge=1024,
         description="Longest string (property value or key) in an event, in characters.",
     )
     body_timeout_seconds: float = Field(

@@ -30,11 +30,13 @@ from receiver.errors import BadRequestError, PayloadTooLargeError
 # an event is 1-4.5 KB of JSON with 85-251 values and keys, nested 2-3 deep; posthog-js flushes
 # its queue every 3 s and rate-limits itself to 10 events/s with a burst of 100, so one request
 # carries at most ~150 events (~0.5 MB); posthog-node and posthog-python send at most 100.
+# A request is at most 512 KiB of JSON (RECEIVER_MAX_DECOMPRESSED_BYTES), which bounds the
+# scanning work too: see docs/security.md for how these fit the CPU budget.
 MAX_EVENTS_PER_REQUEST = 500
 MAX_REQUEST_NODES = 25_000
 MAX_EVENT_NODES = 10_000
 MAX_DEPTH = 64
-MAX_STRING_CHARS = 512 * 1024  # half of PostHog's own 1 MB per-event limit
+MAX_STRING_CHARS = 256 * 1024  # half a request (RECEIVER_MAX_DECOMPRESSED_BYTES, 512 KiB)
 
 # A JSON string: its contents are skipped as a whole (possessive: no backtracking), so what is
 # left is the document's structure. An unterminated string (even one ending in a lone

@@ -24,10 +24,11 @@ from typing import Any
 import orjson
 
 from receiver.ingest import budget
-from receiver.settings import MIB
+from receiver.settings import MIB, Settings
 
-MAX_BODY = MIB  # RECEIVER_MAX_BODY_BYTES
-MAX_DECODED = MIB  # RECEIVER_MAX_DECOMPRESSED_BYTES
+DEFAULTS = Settings()
+MAX_BODY = DEFAULTS.max_body_bytes  # RECEIVER_MAX_BODY_BYTES
+MAX_DECODED = DEFAULTS.max_decompressed_bytes  # RECEIVER_MAX_DECOMPRESSED_BYTES
 MAX_STRING = budget.MAX_STRING_CHARS
 
 
@@ -119,12 +120,16 @@ def corpus(token: str, salt: str = "") -> list[Hostile]:
     # The original: a 20 KB gzip body of "a%40aa.a1" (37 s of CPU): now over the decoded cap.
     capture("email-redos-20kb-gzip", [event("e20", 0, x=repeat("a%40aa.a1", 16 * MIB))],
             {413}, "RECEIVER_MAX_DECOMPRESSED_BYTES", "1: e-mail regex, 64 steps/char")
-    # The same text at the longest string an event may hold: accepted, scanned linearly.
-    capture("email-redos-longest-string", [event("emax", 0, x=repeat("a%40aa.a1", MAX_STRING))],
+    # The same text filling a request: the longest strings an event may hold, as many as fit.
+    # Strings as long as allowed, as many as fit in one request.
+    fill = -(-(MAX_DECODED - 4096) // MAX_STRING)
+    longest = (MAX_DECODED - 4096) // fill
+    capture("email-redos-at-cap",
+            [event("emax", 0, **{f"x{k}": repeat("a%40aa.a1", longest) for k in range(fill)})],
             {200}, finding="1: e-mail regex")
     webhook("email-redos-webhook",
             orjson.dumps({"event": "$pageview", "uuid": _u("ewh", 0), "distinct_id": "u",
-                          "x": repeat("a%40aa.a1", MAX_STRING)}),
+                          **{f"x{k}": repeat("a%40aa.a1", longest) for k in range(fill)}}),
             {200}, finding="1: e-mail regex, one authenticated webhook")
     capture("email-redos-string-over-cap", [event("eover", 0, x=repeat("a%40aa.a1", MAX_STRING + 1))],
             {413}, "RECEIVER_MAX_STRING_CHARS", "1")
@@ -133,14 +138,19 @@ def corpus(token: str, salt: str = "") -> list[Hostile]:
     capture("elements-semicolons-159", [event("s159", i, **{"$elements_chain": semis}) for i in range(159)],
             {413}, "RECEIVER_MAX_DECOMPRESSED_BYTES", "1: malformed elements did not count")
     capture("elements-semicolons-under-cap",
-            [event("s15", i, **{"$elements_chain": semis}) for i in range(15)],
+            [event("s", i, **{"$elements_chain": semis}) for i in range(MAX_DECODED // 66_000)],
             {200}, finding="1: malformed elements did not count")
     capture("url-path-segments",
             [event("url", i, **{"$current_url": "https://a.example/" + repeat("1a/", 8000)})
-             for i in range(110)],
+             for i in range(MAX_DECODED // 8400)],
             {200}, finding="1: class (per-segment work on 8 KB URLs)")
-    capture("card-like-digits", [event("card", 0, x=repeat("4111111111111111 ", MAX_STRING))],
+    capture("card-like-digits",
+            [event("card", 0, **{f"x{k}": repeat("4111111111111111 ", longest) for k in range(fill)})],
             {200}, finding="1: class (Luhn check per match)")
+    capture("cards-and-addresses",
+            [event("mix", 0, **{f"x{k}": repeat("a@b.co 4111111111111111 ", longest)
+                                for k in range(fill)})],
+            {200}, finding="1: class (both scanners on every character)")
     # As many short addresses as the request's value budget allows, each one scanned.
     events = -(-budget.MAX_REQUEST_NODES // (budget.MAX_EVENT_NODES - 100))
     per_event = (budget.MAX_REQUEST_NODES - 100 * events) // events
@@ -154,7 +164,7 @@ def corpus(token: str, salt: str = "") -> list[Hostile]:
              for i in range(events)],
             {200}, finding="1: class (keys are scanned too)")
     capture("short-addresses-over-cap",
-            [event("addr2", i, x=[f"u{j}@example.com" for j in range(per_event)])
+            [event("addr2", i, x=[f"{j}@b.co" for j in range(per_event)])
              for i in range(events + 1)],
             {413}, "RECEIVER_MAX_REQUEST_NODES", "1: class (a scan per string)")
     most = budget.MAX_EVENTS_PER_REQUEST
