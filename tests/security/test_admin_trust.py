@@ -116,17 +116,21 @@ def test_a_ticket_verifies_on_every_receiver_and_worker_of_the_database(
     b = nodelay(receiver_factory(admin_token=TOKEN, admin_allow_loopback=False))
     workers = spawn_receiver("--workers", "2", RECEIVER_ADMIN_TOKEN=TOKEN,
                              RECEIVER_ADMIN_ALLOW_LOOPBACK="false")
-    pid = _register(a.base_url)
-    auth = {"Authorization": f"Bearer {TOKEN}"}
-    assert a.runtime.ticket_key == b.runtime.ticket_key
-    stored = sql(database_url, "SELECT secret FROM server_secrets WHERE name = 'admin_stream_ticket'")
-    assert [bytes(r[0]) for r in stored] == [a.runtime.ticket_key]
-    statuses = []
-    for issuer, verifier in ((a, b), (b, a), (a, workers), (workers, b)):
-        for _ in range(4):  # new connections: the two workers take turns
-            t = httpx.post(f"{issuer.base_url}/admin/api/stream-ticket/{pid}", headers=auth,
-                           timeout=10).json()["ticket"]
-            statuses.append(stream_status(verifier.base_url, pid, t))
+    try:
+        pid = _register(a.base_url)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert a.runtime.ticket_key == b.runtime.ticket_key
+        stored = sql(database_url, "SELECT secret FROM server_secrets WHERE name = 'admin_stream_ticket'")
+        assert [bytes(r[0]) for r in stored] == [a.runtime.ticket_key]
+        statuses = []
+        for issuer, verifier in ((a, b), (b, a), (a, workers), (workers, b)):
+            for _ in range(4):  # new connections: the two workers take turns
+                t = httpx.post(f"{issuer.base_url}/admin/api/stream-ticket/{pid}", headers=auth,
+                               timeout=10).json()["ticket"]
+                statuses.append(stream_status(verifier.base_url, pid, t))
+    finally:
+        # SIGTERM: the supervisor stops its workers (the fixture's SIGKILL would orphan them).
+        assert workers.terminate() == 0
     assert statuses == [200] * len(statuses)
     show(capsys, "security/ticket-shared-key", receivers=2, workers=2, verified=len(statuses))
 
