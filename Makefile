@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-faults demo bench bench-smoke lint venv clean rasa-venv browser-deps sdk013-venv
+.PHONY: run test test-fast test-faults demo bench bench-smoke lint venv clean rasa-venv browser-deps sdk013-venv security-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(VENV)/bin/receiver serve
 
 ## The whole suite against a throwaway Postgres.
-test: $(STAMP) browser-deps rasa-venv sdk013-venv
+test: $(STAMP) browser-deps rasa-venv sdk013-venv security-deps
 	$(PY) -m ruff check receiver bridge tests migrations posthog scripts bench
 	$(PY) -m pytest -q -ra
 
@@ -36,6 +36,10 @@ lint: $(STAMP)
 
 browser-deps:
 	@bash scripts/browser-deps.sh
+
+## valgrind, which the scanner tests use to count instructions (tests/security/opcount.py).
+security-deps:
+	@bash scripts/security-deps.sh
 
 ## The whole loop on one machine: receiver, demo product, bridge, action server + Rasa (with a Python 3.10), demo app with the chat widget (Ctrl-C stops all).
 demo: $(STAMP)

@@ -38,6 +38,10 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             50, "<=", "KB")
         add(f"fan-out p99 at {n}", g(r, k, "p99_ms"), 100, "<=", "ms")
     add("replay 100k since=0", g(r, "replay", "events_per_s"), 50000, ">=", "ev/s")
+    add("hostile request CPU, worst / normal event", g(r, "adversarial", "worst_cpu", "ratio"),
+        50, "<=", "x")
+    add("hostile request peak memory, 4 at once", g(r, "adversarial", "worst_peak_4x", "mib"),
+        64, "<=", "MiB above idle")
     return out
 
 
@@ -85,6 +89,17 @@ def table(r: dict[str, Any]) -> str:
     if d:
         rows.append((f"replay {d['events']:,} events (since=0), ev/s", _f(d["events_per_s"]), "-",
                      "runs: " + ", ".join(_f(x["events_per_s"], 0) for x in d["runs"])))
+    d = r.get("adversarial")
+    if d and "error" not in d:
+        rows.append(("normal posthog-js event, CPU ms/request", _f(d["normal_event_cpu_ms"], 3), "-",
+                     "the baseline of the hostile rows"))
+        for x in d["requests"]:
+            peak = x.get("peak_mib_4x")
+            rows.append((f"hostile: {x['name']} ({x['statuses']})", f"{_f(x['cpu_ms'], 2)} ms",
+                         "-", f"{_f(x['cpu_ratio'], 1)}x normal"
+                         + ("" if peak is None else f"; 4 at once +{_f(peak, 1)} MiB")))
+        rows.append(("hostile: slowest /healthz meanwhile", f"{_f(d['healthz_max_ms'], 1)} ms", "-",
+                     "unexpected statuses: " + (", ".join(d["unexpected_statuses"]) or "none")))
     d = r.get("db")
     if d:
         w1 = g(r, "ingest_w1", "receiver", "ok_per_s")

@@ -1,5 +1,9 @@
 """FastAPI app for the bridge: the SDK stream consumer plus ``/healthz`` and ``/reply``.
 
+``/reply`` requires ``Authorization: Bearer $BRIDGE_REPLY_TOKEN`` (the Rasa action sends it):
+it answers with a user's activity-grounded text and spends LLM money, so it is for the action
+server only, and the bridge belongs on a private network (docker compose publishes no port).
+
 ``create_app(settings)`` builds a fresh :class:`~bridge.state.BridgeState` for every app, so
 several bridges can run in one process.
 """
@@ -8,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from autoplay_sdk import AsyncConnectorClient
 from autoplay_sdk.rag_query.assembly import ChatContextAssembly, build_user_prompt_block
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 
 from bridge.llm import LLM, LLMError
 from bridge.prompts import name_from_email, system_prompt_for
@@ -135,6 +141,19 @@ class Bridge:
         return {"reply": text, "name": name, "has_activity": has_activity}
 
 
+def reply_allowed(settings: BridgeSettings, authorization: str | None) -> bool:
+    """The caller presents BRIDGE_REPLY_TOKEN; compared as SHA-256 digests in constant time.
+    With no token configured nobody is allowed (fail closed)."""
+    token = settings.reply_token
+    scheme, _, presented = (authorization or "").partition(" ")
+    presented = presented.strip() if scheme.lower() == "bearer" else ""
+    expected = token.get_secret_value() if token is not None else ""
+    same = hmac.compare_digest(
+        hashlib.sha256(presented.encode()).digest(), hashlib.sha256(expected.encode()).digest()
+    )
+    return same and token is not None and bool(presented)
+
+
 def _bridge(request: Request) -> Bridge:
     bridge: Bridge = request.app.state.bridge
     return bridge
@@ -167,7 +186,14 @@ def create_app(settings: BridgeSettings) -> FastAPI:
         user_id: str,
         bridge: BridgeDep,
         query: Annotated[str, Query(max_length=4000)] = "",
+        authorization: Annotated[str | None, Header()] = None,
     ) -> dict[str, Any]:
+        if not reply_allowed(bridge.settings, authorization):
+            raise HTTPException(
+                status_code=401,
+                detail="missing or invalid 'Authorization: Bearer <BRIDGE_REPLY_TOKEN>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         if not query.strip():
             raise HTTPException(status_code=400, detail="query required")
         return await bridge.reply(user_id, query)

@@ -43,6 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         # Missing STREAM_URL is the usual first-run mistake: say which variable, no traceback.
         print(f"bridge: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
+    if settings.reply_token is None:
+        # /reply would refuse everyone: say so now rather than have every chat fall back.
+        print(
+            "bridge: BRIDGE_REPLY_TOKEN is not set. /reply requires it as a Bearer token and the "
+            "Rasa action server sends it: set the same value for both (e.g. `openssl rand "
+            "-base64 32`).",
+            file=sys.stderr,
+        )
+        return 2
     host = args.host or settings.host
     port = args.port if args.port is not None else settings.port
     level = (args.log_level or settings.log_level).upper()

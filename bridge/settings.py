@@ -13,6 +13,8 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+MIN_REPLY_TOKEN_CHARS = 16
+
 
 def _env(*names: str) -> AliasChoices:
     # The first name wins when several are set.
@@ -23,7 +25,8 @@ class BridgeSettings(BaseSettings):
     # env_file stays None here: only the CLI opts into reading a file, so tests never pick up a
     # developer's .env by accident. populate_by_name lets code pass field names directly.
     model_config = SettingsConfigDict(
-        env_file=None, extra="ignore", populate_by_name=True, case_sensitive=False
+        env_file=None, extra="ignore", populate_by_name=True, case_sensitive=False,
+        hide_input_in_errors=True,  # a rejected token is never echoed
     )
 
     # --- the event stream (our receiver, or the hosted connector) ------------------------------
@@ -81,6 +84,16 @@ class BridgeSettings(BaseSettings):
         default=100_000, ge=1, validation_alias=_env("BRIDGE_DEDUPE_MAX_ENTRIES")
     )
 
+    # --- who may ask for replies ----------------------------------------------------------------
+    # /reply answers with a user's activity-grounded text and spends LLM money: it needs
+    # "Authorization: Bearer <this>", which the Rasa action sends (BRIDGE_REPLY_TOKEN in its
+    # environment too). Unset: /reply refuses everyone and `bridge serve` does not start.
+    reply_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=_env("BRIDGE_REPLY_TOKEN"),
+        description="Bearer token /reply requires; the Rasa action server sends it (>= 16 chars).",
+    )
+
     # --- HTTP server (used by `bridge serve`) --------------------------------------------------
     host: str = Field(default="127.0.0.1", validation_alias=_env("BRIDGE_HOST"))
     port: int = Field(default=8090, ge=0, le=65535, validation_alias=_env("BRIDGE_PORT"))
@@ -92,6 +105,18 @@ class BridgeSettings(BaseSettings):
         value = value.strip()
         if not value.startswith(("http://", "https://")):
             raise ValueError("STREAM_URL must be an http(s) URL ending in /stream/<product_id>")
+        return value
+
+    @field_validator("reply_token", mode="after")
+    @classmethod
+    def _reply_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if len(value.get_secret_value()) < MIN_REPLY_TOKEN_CHARS:
+            raise ValueError(
+                f"BRIDGE_REPLY_TOKEN must be at least {MIN_REPLY_TOKEN_CHARS} characters "
+                "(e.g. `openssl rand -base64 32`)"
+            )
         return value
 
     @field_validator("llm_base_url")

@@ -14,6 +14,7 @@ from receiver.delivery import stream
 from receiver.errors import ReceiverError
 from receiver.ingest import capture, webhook
 from receiver.ops import admin, health, heap
+from receiver.ops.connections import ConcurrencyLimit
 from receiver.ops.logging import RequestContextMiddleware
 from receiver.settings import Settings
 from receiver.storage.migrate import head_revision
@@ -50,6 +51,8 @@ def create_app(settings: Settings, *, manage_gc: bool = False) -> FastAPI:
     for module in (webhook, capture, stream, onboarding, health):
         app.include_router(module.router)
     webhook.mount(app)
+    # Requests in progress, bounded (503 past it); inside CORS so capture's 503 carries it.
+    app.add_middleware(ConcurrencyLimit, limit=settings.max_concurrent_requests)
     # CORS for the browser-facing capture/flags/config routes only (see receiver.ingest.capture).
     app.add_middleware(capture.CaptureCORS)
     app.include_router(admin.router)

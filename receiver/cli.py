@@ -31,12 +31,12 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from receiver.errors import ReceiverError
 from receiver.ingest import privacy
+from receiver.ops import connections, metrics
 from receiver.ops import logging as receiver_logging
-from receiver.ops import metrics
 from receiver.settings import Settings
 from receiver.storage import devdb, migrate, products, store
 
@@ -86,6 +86,7 @@ def app_factory() -> Any:
 
     settings = Settings()
     _configure_logging(settings)
+    connections.install(settings)  # this worker's connection limits
     return create_app(settings, manage_gc=settings.gc_freeze)
 
 
@@ -95,10 +96,12 @@ def serve(settings: Settings) -> int:
 
     with database(settings) as settings:
         migrate.upgrade(settings.database_url_str())
+        connections.raise_fd_limit()  # before workers start: they inherit it
         common: dict[str, Any] = dict(
             host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
             proxy_headers=False, timeout_graceful_shutdown=10, access_log=False,
-            loop="uvloop", http="httptools", lifespan="on",
+            # httptools with a header deadline, a header size cap and a connection limit.
+            loop="uvloop", http=connections.GuardedHttpToolsProtocol, lifespan="on",
             # Our handler (receiver.ops.logging) formats uvicorn's records too (JSON or text).
             log_config=None,
         )
@@ -106,6 +109,7 @@ def serve(settings: Settings) -> int:
         if settings.workers == 1:
             from receiver.app import create_app
 
+            connections.install(settings)
             config = uvicorn.Config(create_app(settings, manage_gc=settings.gc_freeze), **common)
             # One worker needs no shared metrics directory, but honours one set by the operator.
             shared = (metrics.shared_across_workers() if os.environ.get(metrics.MULTIPROC_ENV)
@@ -475,7 +479,12 @@ def main(argv: list[str] | None = None) -> int:
             ("workers", getattr(args, "workers", None)),
         ) if v is not None
     }
-    settings = Settings(**overrides)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        # A bad RECEIVER_* value (e.g. a short RECEIVER_ADMIN_TOKEN): say which, no traceback.
+        print(f"error: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
     _configure_logging(settings)
     # SIGTERM should unwind like Ctrl-C so the embedded database is stopped too.
     signal.signal(signal.SIGTERM, signal.default_int_handler)

@@ -6,6 +6,7 @@
     │   ├── UnauthorizedError          401  missing or wrong secret / stream key
     │   ├── ForbiddenError             403  admin endpoint from a non-admin caller
     │   ├── NotFoundError              404  unknown product
+    │   ├── RequestTimeoutError        408  body not received in time (PostHog retries it)
     │   ├── ConflictError              409  product already registered
     │   ├── PayloadTooLargeError       413  body or decompressed body over the limit
     │   ├── UnsupportedMediaTypeError  415  content type we cannot read
@@ -55,6 +56,11 @@ class ForbiddenError(ClientError):
 class NotFoundError(ClientError):
     status_code = 404
     code = "not_found"
+
+
+class RequestTimeoutError(ClientError):
+    status_code = 408
+    code = "request_timeout"
 
 
 class ConflictError(ClientError):

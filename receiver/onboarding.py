@@ -1,8 +1,9 @@
 """``POST /products``: what ``autoplay_sdk.admin.onboard_product`` (0.7.2) calls, unmodified.
 
-The SDK sends no credentials, so by default only loopback callers (with no proxy forwarding
-headers, which would mean the real caller is elsewhere) or holders of
-``Authorization: Bearer $RECEIVER_ADMIN_TOKEN`` may register products; anyone else gets 403.
+The SDK sends no credentials, so by default only trusted local callers (a loopback peer with no
+proxy forwarding headers, a local ``Host`` and no foreign ``Origin``: receiver.security) or
+holders of ``Authorization: Bearer $RECEIVER_ADMIN_TOKEN`` may register products; anyone else
+gets 403. The URLs in the answer come from ``RECEIVER_PUBLIC_URL`` or a local ``Host`` only.
 Success is exactly 201 — the SDK treats even a 200 as a failure.
 """
 
@@ -18,12 +19,13 @@ from starlette.responses import Response
 from receiver import apidoc, security
 from receiver.errors import BadRequestError, ForbiddenError
 from receiver.ingest import privacy
+from receiver.ops import admin
 from receiver.responses import json_response
 from receiver.runtime import Runtime
+from receiver.settings import Settings
 from receiver.storage import products, store
 
 router = APIRouter(tags=["products"])
-FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
 
 
 class RegisterProduct(BaseModel):
@@ -62,18 +64,13 @@ class RegisterProduct(BaseModel):
 
 def require_admin(request: Request, authorization: str | None) -> None:
     rt: Runtime = request.app.state.runtime
-    token = rt.settings.admin_token
-    if token is not None and security.equals(
-        security.bearer_token(authorization), token.get_secret_value()
-    ):
+    rt.limits.check_auth_block(request, admin.AUTH_SCOPE)
+    if admin.is_admin(request, authorization):
         return
-    host = request.client.host if request.client else None
-    proxied = any(h in request.headers for h in FORWARDING_HEADERS)
-    if rt.settings.admin_allow_loopback and security.is_loopback(host) and not proxied:
-        return
+    rt.limits.auth_failed(request, admin.AUTH_SCOPE)
     raise ForbiddenError(
-        "product registration is only open to loopback clients or to "
-        "'Authorization: Bearer <RECEIVER_ADMIN_TOKEN>'"
+        "product registration is only open to trusted loopback clients (no proxy headers, a "
+        "local Host, no foreign Origin) or to 'Authorization: Bearer <RECEIVER_ADMIN_TOKEN>'"
     )
 
 
@@ -120,12 +117,26 @@ async def register(
                 privacy_policy=policy,
             )
     rt.directory.invalidate(body.product_id)
-    out = issued.as_dict(rt.settings.base_url() if rt.settings.public_url else _base(request))
+    out = issued.as_dict(base_url(rt.settings, request))
     out["integration_type"] = body.integration_type
     if policy is not None:
         out["privacy_policy"] = policy.to_json()
     return json_response(out, 201)
 
 
-def _base(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
+def base_url(settings: Settings, request: Request) -> str:
+    """Where the URLs in an answer point: ``RECEIVER_PUBLIC_URL``, else the request's own base
+    when its Host names this machine, else the configured host and port. Never a Host the
+    caller made up: a token holder behind a proxy, or a rebinding page, would receive webhook
+    and stream URLs on an attacker's domain."""
+    if settings.public_url:
+        return settings.base_url()
+    host = security.split_host(request.headers.get("host"))
+    if host is not None and security.local_host(host[0]):
+        return str(request.base_url).rstrip("/")
+    # The address this connection reached: one of this machine's own.
+    server = request.scope.get("server")
+    if server and server[1]:
+        address = f"[{server[0]}]" if ":" in server[0] else server[0]
+        return f"{request.url.scheme}://{address}:{server[1]}"
+    return settings.base_url()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -16,11 +17,14 @@ from types import FrameType
 from typing import Any
 
 import asyncpg
+from starlette.requests import Request
 
 from receiver.delivery.hub import Hub
 from receiver.errors import UnavailableError
 from receiver.ingest import privacy
-from receiver.ingest.limits import Limits
+from receiver.ingest.budget import Budget
+from receiver.ingest.limits import UNKNOWN_SCOPE, Limits
+from receiver.ingest.offload import Offload
 from receiver.ops.metrics import MULTIPROCESS, Metrics
 from receiver.settings import Settings
 from receiver.storage import products, retention, store
@@ -41,6 +45,9 @@ class Runtime:
     limits: Limits
     metrics: Metrics
     migration_head: str | None
+    budget: Budget
+    offload: Offload
+    ticket_key: bytes  # signs the admin page's stream tickets (receiver.ops.admin)
     shutdown_future: asyncio.Future[None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -65,6 +72,27 @@ class Runtime:
         with store.unavailable("looking up the product"):
             return await self.directory.get(product_id)
 
+    async def find_product(self, request: Request, product_id: str) -> ProductAuth | None:
+        """The product, or None; a lookup of a name not known to exist counts toward the
+        client's failed-authentication limit (scans of made-up names end in 429)."""
+        if not self.directory.known(product_id):
+            self.limits.check_auth_block(request, UNKNOWN_SCOPE)
+        product = await self.directory_get(product_id)
+        if product is None:
+            self.limits.auth_failed(request, UNKNOWN_SCOPE)
+        return product
+
+    async def find_capture_token(self, request: Request, token: str) -> ProductAuth | None:
+        """The product owning a capture token, or None (counted like :meth:`find_product`)."""
+        self.refuse_if_shutting_down()
+        if not self.directory.known_token(token):
+            self.limits.check_auth_block(request, UNKNOWN_SCOPE)
+        with store.unavailable("looking up the capture token"):
+            product = await self.directory.by_capture_token(token)
+        if product is None:
+            self.limits.auth_failed(request, UNKNOWN_SCOPE)
+        return product
+
 
 async def start(settings: Settings, migration_head: str | None) -> Runtime:
     url = settings.database_url_str()
@@ -77,6 +105,7 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
     directory = Directory(pool)
     try:
         await check_hash_key(pool, settings)
+        ticket_key = await _ticket_key(pool)
     except BaseException:
         pool.terminate()
         raise
@@ -98,12 +127,17 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
         auth_fail_window=settings.auth_fail_window_seconds,
         ingest_rate=settings.ingest_rate_limit,
         ingest_burst=settings.ingest_burst,
+        bytes_rate=settings.ingest_bytes_rate_limit,
+        bytes_burst=settings.ingest_bytes_burst,
     )
     rt = Runtime(
         settings=settings, pool=pool, hub=hub, writer=writer, directory=directory,
         limits=limits, metrics=metrics, migration_head=migration_head,
+        budget=budget_from(settings),
+        offload=Offload(threshold_bytes=settings.offload_bytes, max_queued=settings.offload_queue),
+        ticket_key=ticket_key,
     )
-    writer.prepare = _privacy_step(directory, settings.hash_key_bytes())
+    writer.prepare = _privacy_step(directory, settings.hash_key_bytes(), rt.offload)
     writer.counted = metrics.observe_outcomes
     writer.start()
     await hub.start(store.asyncpg_dsn(url))
@@ -111,6 +145,22 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
         pool, retention.policy_from(settings), settings.maintenance_seconds
     )
     return rt
+
+
+TICKET_KEY_NAME = "admin_stream_ticket"
+
+
+async def _ticket_key(pool: asyncpg.Pool) -> bytes:
+    """The installation's random ticket key, shared through Postgres by every process."""
+    with store.unavailable("reading the server secrets"):
+        async with pool.acquire() as conn:
+            try:
+                return await store.server_secret(conn, TICKET_KEY_NAME)
+            except asyncpg.UndefinedTableError:
+                # Migrations pending (/readyz says so): tickets then verify in this process only.
+                log.warning("server_secrets is missing (migrations pending): stream tickets are "
+                            "signed with a key of this process only")
+                return secrets.token_bytes(32)
 
 
 class ConfigurationError(RuntimeError):
@@ -131,25 +181,57 @@ async def check_hash_key(pool: asyncpg.Pool, settings: Settings) -> None:
         )
 
 
-def _privacy_step(directory: Directory, hash_key: bytes | None):  # type: ignore[no-untyped-def]
-    """The writer's prepare hook: every event through its product's privacy policy."""
+def budget_from(settings: Settings) -> Budget:
+    return Budget(
+        max_events=settings.max_events_per_request,
+        max_request_nodes=settings.max_request_nodes,
+        max_event_nodes=settings.max_event_nodes,
+        max_depth=settings.max_json_depth,
+        max_string_chars=settings.max_string_chars,
+    )
+
+
+def _privacy_step(directory: Directory, hash_key: bytes | None, offload: Offload):  # type: ignore[no-untyped-def]
+    """The writer's prepare hook: every event through its product's privacy policy.
+
+    Routes scrub their events themselves (off the event loop when large) and say with which
+    policy; an event is scrubbed again here only when its product's policy is another one by
+    now (changed meanwhile) or was never applied, so no route can store one that skipped it.
+    """
 
     async def prepare(items: Sequence[Pending]) -> list[Pending]:
-        out = []
-        for p in items:
+        todo: list[tuple[int, privacy.Policy]] = []
+        for i, p in enumerate(items):
             with store.unavailable("looking up the privacy policy"):
                 auth = await directory.get(p.product_id)
             policy = auth.policy if auth is not None else privacy.DEFAULT
-            out.append(replace(p, event=privacy.apply(policy, p.event, hash_key)))
-        return out
+            if p.policy is None or p.policy != policy:
+                todo.append((i, policy))
+        if not todo:
+            return list(items)
+
+        def scrub() -> list[Pending]:
+            out = list(items)
+            for i, policy in todo:
+                out[i] = replace(
+                    items[i], event=privacy.apply(policy, items[i].event, hash_key), policy=policy
+                )
+            return out
+
+        return await offload.run(len(todo) * ESTIMATED_EVENT_BYTES, scrub)
 
     return prepare
+
+
+# What an event weighs for the offload decision when only the count is known (posthog-js: 1-4 KB).
+ESTIMATED_EVENT_BYTES = 2048
 
 
 async def stop(rt: Runtime) -> None:
     rt.begin_shutdown()
     await retention.stop_background(rt.maintenance)
     await rt.writer.drain_and_close()
+    rt.offload.close()
     await rt.hub.close()
     try:
         await asyncio.wait_for(rt.pool.close(), 5)

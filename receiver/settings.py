@@ -12,10 +12,14 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+MIN_ADMIN_TOKEN_CHARS = 24
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RECEIVER_", env_file=None, extra="ignore")
+    # hide_input_in_errors: a rejected value (a short admin token) is never echoed in the error.
+    model_config = SettingsConfigDict(
+        env_prefix="RECEIVER_", env_file=None, extra="ignore", hide_input_in_errors=True
+    )
 
     # Where to listen, and the base URL printed for webhook/stream URLs.
     host: str = "127.0.0.1"
@@ -35,10 +39,52 @@ class Settings(BaseSettings):
     admin_allow_loopback: bool = True
 
     # Ingest.
-    max_body_bytes: int = Field(default=MIB, ge=1024)
-    max_decompressed_bytes: int = Field(default=10 * MIB, ge=1024)
+    max_body_bytes: int = Field(
+        default=MIB // 2, ge=1024,
+        description="Largest request body on the wire, in bytes (413 above).",
+    )
+    max_decompressed_bytes: int = Field(
+        default=MIB // 2, ge=1024,
+        description="Largest capture payload after gzip/base64 decoding, in bytes (413 above). "
+        "A real posthog-js event is 1-4.5 KB; its largest flush ~150 events.",
+    )
     batch_max_events: int = Field(default=1000, ge=1)
     secret_grace_seconds: int = Field(default=24 * 3600, ge=0)
+
+    # Budgets per request (receiver.ingest.budget); over a cap: 413, or 400 for nesting.
+    max_events_per_request: int = Field(
+        default=500, ge=1, le=100_000,
+        description="Most events in one capture request (posthog-js sends at most ~150).",
+    )
+    max_request_nodes: int = Field(
+        default=25_000, ge=100,
+        description="Most JSON values and object keys in one request, counted from the bytes "
+        "before they are parsed (a real posthog-js event has 85-251).",
+    )
+    max_event_nodes: int = Field(
+        default=10_000, ge=100, description="Most JSON values and object keys in one event."
+    )
+    max_json_depth: int = Field(
+        default=64, ge=4, le=512, description="Deepest nesting of objects and arrays in one event."
+    )
+    max_string_chars: int = Field(
+        default=256 * 1024, ge=1024,
+        description="Longest string (property value or key) in an event, in characters.",
+    )
+    body_timeout_seconds: float = Field(
+        default=60.0, gt=0,
+        description="Longest time a client may take to send a request body (408 after it).",
+    )
+    offload_bytes: int = Field(
+        default=16 * 1024, ge=0,
+        description="Bodies larger than this (decoded) are parsed, normalized and scrubbed on a "
+        "worker thread, off the event loop; smaller ones inline.",
+    )
+    offload_queue: int = Field(
+        default=16, ge=1,
+        description="Most large bodies waiting for the worker thread per process; past it, 503 "
+        "with Retry-After.",
+    )
 
     # Stream.
     heartbeat_seconds: float = Field(default=15.0, gt=0)
@@ -51,6 +97,34 @@ class Settings(BaseSettings):
     auth_fail_window_seconds: float = Field(default=60.0, gt=0)
     ingest_rate_limit: float = Field(default=0.0, ge=0)
     ingest_burst: int = Field(default=20_000, ge=1)
+    ingest_bytes_rate_limit: float = Field(
+        default=0.0, ge=0,
+        description="Decoded bytes per second per product before 429 + Retry-After (0 = unlimited).",
+    )
+    ingest_bytes_burst: int = Field(
+        default=64 * MIB, ge=1024, description="Burst allowance of RECEIVER_INGEST_BYTES_RATE_LIMIT."
+    )
+
+    # Connections (receiver.ops.connections; `receiver serve` only).
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0,
+        description="Longest time a connection may take to send a request's headers; then it is "
+        "closed (slowloris).",
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024, ge=4096,
+        description="Largest request line plus headers, in bytes (431 and close above).",
+    )
+    max_connections: int = Field(
+        default=10_000, ge=16,
+        description="Open connections per process (lowered to fit the open-file limit). At the "
+        "limit the longest-idle connection without a request in progress is closed.",
+    )
+    max_concurrent_requests: int = Field(
+        default=256, ge=1,
+        description="Requests in progress per process, streams and health checks excepted; past "
+        "it, 503 with Retry-After.",
+    )
 
     # Retention (receiver.storage.retention; per-product overrides in products.retention_days and
     # products.payload_retention_days). 0 = keep forever / keep payloads as long as events.
@@ -85,6 +159,20 @@ class Settings(BaseSettings):
             for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://"):
                 if value.startswith(prefix):
                     return "postgresql+asyncpg://" + value[len(prefix) :]
+        return value
+
+    @field_validator("admin_token", mode="after")
+    @classmethod
+    def _admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        # Empty (docker compose's `${RECEIVER_ADMIN_TOKEN:-}`) means unset: the admin API is then
+        # open to trusted loopback callers only. A short token would be guessable: refuse to start.
+        if value is None or not value.get_secret_value().strip():
+            return None
+        if len(value.get_secret_value()) < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(
+                f"RECEIVER_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters "
+                "(e.g. `openssl rand -base64 32`), or empty to allow trusted loopback callers only"
+            )
         return value
 
     @field_validator("pii_hash_key", mode="after")

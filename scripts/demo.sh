@@ -215,10 +215,13 @@ else
   LLM_DESC="${BRIDGE_LLM_BASE_URL:-${OPENAI_BASE_URL:-https://api.openai.com/v1}}  model ${BRIDGE_LLM_MODEL:-${LLM_MODEL:-gpt-4o-mini}}"
 fi
 
-# 4. bridge (--env-file '': the environment only; the stream settings override any exported ones)
+# 4. bridge (--env-file '': the environment only; the stream settings override any exported ones).
+# /reply needs a Bearer token that only the action server gets: one per run, never printed.
+REPLY_TOKEN=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(32))')
+(umask 077; printf '%s\n' "$REPLY_TOKEN" >"$STATE/reply-token")
 say "starting the bridge on $BRIDGE_URL (log: $STATE/bridge.log)"
 start bridge 15 "$STATE/bridge.log" env BRIDGE_STREAM_URL="$STREAM_URL" BRIDGE_STREAM_TOKEN="$STREAM_KEY" \
-  "$BRIDGE" serve --env-file '' --host 127.0.0.1 --port "$BRIDGE_PORT"
+  BRIDGE_REPLY_TOKEN="$REPLY_TOKEN" "$BRIDGE" serve --env-file '' --host 127.0.0.1 --port "$BRIDGE_PORT"
 wait_http "$BRIDGE_URL/healthz" 30 "$(last_pid)" "$STATE/bridge.log"
 bridge_connected() {
   "$PY" -c 'import json,sys,urllib.request
@@ -248,13 +251,16 @@ if [ "$RASA_MODE" = local ]; then
   # rasa_sdk has no host flag; it honours SANIC_HOST. (env -C: the bot's directory as cwd.)
   start action-server 10 "$STATE/action-server.log" \
     env -C rasa-bot "${RASA_ENV[@]}" SANIC_HOST=127.0.0.1 BRIDGE_URL="$BRIDGE_URL" \
-    "$RASA_VENV/bin/python" -m rasa_sdk --actions actions -p "$ACTION_PORT"
+    BRIDGE_REPLY_TOKEN="$REPLY_TOKEN" "$RASA_VENV/bin/python" -m rasa_sdk --actions actions -p "$ACTION_PORT"
   say "starting Rasa on $RASA_URL (log: $STATE/rasa.log)"
   # Rasa takes >10 s to exit on SIGTERM and holds nothing worth flushing (in-memory trackers).
+  # Its HTTP API wants a token (a page on this machine must not drive the bot); the REST and
+  # socket channels stay open, on loopback, for the widget and the curl below.
+  RASA_TOKEN=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(32))')
   start rasa 8 "$STATE/rasa.log" \
     env -C rasa-bot "${RASA_ENV[@]}" RASA_CACHE_DIRECTORY="$ROOT/$STATE/rasa-cache" \
-    "$RASA_VENV/bin/rasa" run --enable-api --cors "*" -i 127.0.0.1 -p "$RASA_PORT" \
-    --endpoints "$ENDPOINTS" --credentials credentials.yml -m "$RASA_MODEL"
+    "$RASA_VENV/bin/rasa" run --enable-api --auth-token "$RASA_TOKEN" --cors "*" -i 127.0.0.1 \
+    -p "$RASA_PORT" --endpoints "$ENDPOINTS" --credentials credentials.yml -m "$RASA_MODEL"
 fi
 
 # 6. demo app
@@ -269,7 +275,7 @@ if [ "$RASA_MODE" = local ]; then
       action-server) wait_http "$ACTION_URL/health" 60 "${pids[$i]}" "$STATE/action-server.log" ;;
       rasa)
         say "waiting for Rasa to load its model (~30-60 s)"
-        wait_http "$RASA_URL/status" 300 "${pids[$i]}" "$STATE/rasa.log" ;;
+        wait_http "$RASA_URL/" 300 "${pids[$i]}" "$STATE/rasa.log" ;;
     esac
   done
 fi
@@ -292,7 +298,7 @@ cat <<EOF
   Event table   $RECEIVER sql -c "SELECT occurred_at, distinct_id, event, pathname, element_text FROM events ORDER BY position DESC LIMIT 20"
   LLM           $LLM_DESC
   Bridge        $BRIDGE_URL/healthz
-                curl -s "$BRIDGE_URL/reply/user-alice?query=what+did+I+just+do"
+                curl -s -H "Authorization: Bearer \$(cat $STATE/reply-token)" "$BRIDGE_URL/reply/user-alice?query=what+did+I+just+do"
   Chat (Rasa)   $CHAT
 EOF
 if [ "$RASA_MODE" = local ]; then

@@ -9,6 +9,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = {"postgres": None, "receiver": 8000, "bridge": 8090, "action-server": 5055, "rasa": 5005}
+# What the host (and so the network) may reach: the receiver (PostHog, browsers) and Rasa's
+# socket channel (the chat widget). Everything else stays on the compose network.
+PUBLISHED = {"receiver": 8000, "rasa": 5005}
 
 
 def load() -> dict:
@@ -20,8 +23,52 @@ def test_every_service_with_port_and_healthcheck() -> None:
     assert set(services) == set(SERVICES)
     for name, port in SERVICES.items():
         assert "healthcheck" in services[name], name
-        if port is not None:
+        if name in PUBLISHED:
             assert f"{port}:{port}" in services[name]["ports"], name
+        elif port is not None:
+            assert str(port) in services[name]["expose"], name
+
+
+def published(service: dict) -> list[str]:
+    """Host-published ports, long or short syntax, without a 127.0.0.1 binding."""
+    out = []
+    for entry in service.get("ports", []):
+        text = entry if isinstance(entry, str) else f"{entry.get('host_ip', '')}:{entry.get('published')}"
+        if not text.startswith(("127.0.0.1:", "[::1]:")):
+            out.append(text)
+    return out
+
+
+def test_only_the_receiver_and_the_widget_socket_are_published() -> None:
+    """Issue 14, finding 6: the bridge (whose /reply spends LLM money and returns any user's
+    activity) and the action server were published on every interface."""
+    services = load()["services"]
+    for name, service in services.items():
+        if name in PUBLISHED:
+            assert published(service) == [f"{PUBLISHED[name]}:{PUBLISHED[name]}"], name
+        else:
+            assert published(service) == [], (name, service.get("ports"))
+
+
+def test_bridge_reply_needs_a_token_the_action_server_holds() -> None:
+    services = load()["services"]
+    for name in ("bridge", "action-server"):
+        value = services[name]["environment"]["BRIDGE_REPLY_TOKEN"]
+        assert value.startswith("${BRIDGE_REPLY_TOKEN:?"), (name, value)  # compose refuses to start without
+    actions = (ROOT / "rasa-bot" / "actions" / "actions.py").read_text()
+    assert "BRIDGE_REPLY_TOKEN" in actions and '"Authorization": f"Bearer {token}"' in actions
+
+
+def test_rasa_api_needs_a_token_and_only_the_socket_channel_is_open() -> None:
+    rasa = load()["services"]["rasa"]
+    command = rasa["command"]
+    assert "--auth-token" in command
+    assert command[command.index("--auth-token") + 1].startswith("${RASA_AUTH_TOKEN:?")
+    credentials_file = command[command.index("--credentials") + 1]
+    channels = yaml.safe_load((ROOT / "rasa-bot" / credentials_file).read_text())
+    assert set(channels) == {"socketio"}, channels
+    # The healthcheck uses the unauthenticated root, so the token is in no container config.
+    assert "/status" not in " ".join(rasa["healthcheck"]["test"])
 
 
 def test_receiver_migrates_at_start_and_waits_for_postgres() -> None:
@@ -42,14 +89,15 @@ def test_receiver_migrates_at_start_and_waits_for_postgres() -> None:
 def test_no_secret_is_committed() -> None:
     text = (ROOT / "docker-compose.yml").read_text()
     # Secrets come from .env via ${VAR} substitution only.
-    for key in ("POSTGRES_PASSWORD", "RECEIVER_ADMIN_TOKEN"):
+    for key in ("POSTGRES_PASSWORD", "RECEIVER_ADMIN_TOKEN", "BRIDGE_REPLY_TOKEN"):
         for line in text.splitlines():
             if key + ":" in line:
                 assert "${" in line, line
     example = (ROOT / ".env.example").read_text()
     for line in example.splitlines():
         if re.match(
-            r"^(POSTGRES_PASSWORD|RECEIVER_ADMIN_TOKEN|BRIDGE_STREAM_TOKEN|BRIDGE_LLM_API_KEY)=", line
+            r"^(POSTGRES_PASSWORD|RECEIVER_ADMIN_TOKEN|BRIDGE_STREAM_TOKEN|BRIDGE_LLM_API_KEY|"
+            r"BRIDGE_REPLY_TOKEN|RASA_AUTH_TOKEN)=", line
         ):
             assert line.endswith("="), line
     assert ".env" in (ROOT / ".gitignore").read_text().split()

@@ -6,8 +6,10 @@ import, no LLM key, no context here, so Rasa (Python 3.10, pydantic v1) stays in
 the bridge (Python 3.11, pydantic v2).
 
 Environment (read per call, so tests and a running server pick up changes):
-  BRIDGE_URL        default http://localhost:8090 (docker-compose sets http://bridge:8090)
-  BRIDGE_TIMEOUT_S  default 12
+  BRIDGE_URL          default http://localhost:8090 (docker-compose sets http://bridge:8090)
+  BRIDGE_TIMEOUT_S    default 12
+  BRIDGE_REPLY_TOKEN  sent as "Authorization: Bearer <token>"; the bridge refuses /reply without
+                      it (the same value as the bridge's BRIDGE_REPLY_TOKEN)
 """
 
 from __future__ import annotations
@@ -72,10 +74,15 @@ def user_text(tracker: Tracker) -> str:
     return (tracker.latest_message or {}).get("text") or ""
 
 
+def _auth_headers() -> dict[str, str]:
+    token = os.environ.get("BRIDGE_REPLY_TOKEN", "").strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 async def ask_bridge(uid: str, query: str) -> dict[str, Any]:
     url = f"{_bridge_url()}/reply/{quote(uid, safe='')}"
     async with httpx.AsyncClient(timeout=_timeout_s()) as client:
-        resp = await client.get(url, params={"query": query})
+        resp = await client.get(url, params={"query": query}, headers=_auth_headers())
         resp.raise_for_status()
         data = resp.json()
     return data if isinstance(data, dict) else {}

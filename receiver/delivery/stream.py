@@ -228,7 +228,7 @@ async def stream(
 ) -> Response:
     rt: Runtime = request.app.state.runtime
     rt.refuse_if_shutting_down()
-    product = await rt.directory_get(product_id)
+    product = await rt.find_product(request, product_id)
     if product is None:
         raise NotFoundError(f"unknown product {product_id!r}")
     rt.limits.check_auth_block(request, product_id)

@@ -74,9 +74,25 @@ def actions_payload(row: StreamRow) -> dict[str, object]:
     }
 
 
+# JSON leaves U+0085, U+2028 and U+2029 raw, but httpx-sse 0.4.0 (the oldest the SDK allows)
+# splits lines with str.splitlines(), which breaks a frame at each of them. Written as \\u
+# escapes inside the JSON strings (the only place they can occur) they parse back identically.
+_LINE_BREAKS = ((b"\xc2\x85", b"\\u0085"), (b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"))
+
+
+def sse_safe_json(value: object) -> bytes:
+    """Compact JSON with no byte sequence any SSE line splitter treats as a line break."""
+    data = orjson.dumps(value)
+    # Their UTF-8 forms cannot occur inside other characters: 0xC2 and 0xE2 only lead.
+    if b"\xc2\x85" in data or b"\xe2\x80" in data:
+        for raw, escaped in _LINE_BREAKS:
+            data = data.replace(raw, escaped)
+    return data
+
+
 def encode_data(row: StreamRow) -> bytes:
     """``data: {...}\\n`` for one event — encoded once, shared by every subscriber."""
-    return b"data: " + orjson.dumps(actions_payload(row)) + b"\n"
+    return b"data: " + sse_safe_json(actions_payload(row)) + b"\n"
 
 
 def frame(data_line: bytes, position: int | None) -> bytes:

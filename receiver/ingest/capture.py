@@ -17,7 +17,11 @@ decoded when ``compression=base64`` says so or the whole payload is strict base6
 undone when ``compression=gzip|gzip-js`` says so or the bytes start with ``1f 8b`` (current
 posthog-js sends gzip as ``text/plain`` with no parameter). ``lz64`` (very old SDKs) is refused
 with a 400 that says so. Sizes are capped before (``RECEIVER_MAX_BODY_BYTES``) and after
-(``RECEIVER_MAX_DECOMPRESSED_BYTES``, zip bombs) decompression: 413.
+(``RECEIVER_MAX_DECOMPRESSED_BYTES``, zip bombs) decompression: 413. The decoded JSON is then
+held to the request budgets (receiver.ingest.budget: values counted before parsing, events per
+request, values, depth and string length per event), and a body over
+``RECEIVER_OFFLOAD_BYTES`` is parsed, normalized and scrubbed off the event loop
+(receiver.ingest.offload).
 
 Bodies: one event object, an array of events, or ``{api_key|token, batch, sent_at|sentAt}``.
 The token comes from the batch, else from the events (``token``, ``$token``, ``api_key``,
@@ -28,7 +32,8 @@ Event time follows PostHog: ``offset`` (ms before sending) → now − offset; e
 corrected for client clock skew with ``sent_at`` (now + (timestamp − sent_at)) unless
 ``properties.$ignore_sent_at``; else ``timestamp``; else now; never more than 23 h ahead.
 
-Events then take exactly the webhook's path: ``Limits.check_ingest``, then one
+Events then take exactly the webhook's path: ``Limits.check_ingest`` (events and bytes), the
+product's privacy policy, then one
 ``Writer.submit`` for the whole request (committed wholly or not at all), with the same dedup
 (posthog-js sends a stable ``uuid``, so its retries are no-ops). The answer is exactly
 ``200 {"status": 1}``, and only after the commit: posthog-js retries anything else that is not
@@ -40,7 +45,8 @@ no ``event`` name, control characters in an identifier), are refused — with a 
 names the event's index, because accepting the rest while silently losing one would be worse
 for the one sender that can act on a 400 (an SDK author testing). Everything merely odd is
 accepted and stored: a missing ``distinct_id`` (stored as NULL), unknown fields, an
-unparseable ``timestamp`` or ``sent_at`` (the receive time is used instead).
+unparseable ``timestamp`` or ``sent_at`` (the receive time is used instead). A request over a
+budget is refused whole with 413 (``event <i>: …`` when one event is over).
 
 CORS: browsers send these routes cross-origin (the app's origin → the receiver), so every
 answer on them — errors included, or the browser hides a 400/401 from posthog-js, which then
@@ -71,15 +77,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from receiver.errors import (
     BadRequestError,
+    ClientError,
     PayloadTooLargeError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
 )
-from receiver.ingest import normalize
+from receiver.ingest import normalize, privacy
 from receiver.ingest.bodies import gunzip_limited, parse_json, read_limited
+from receiver.ingest.budget import DEFAULT as DEFAULT_BUDGET
+from receiver.ingest.budget import Budget, check_events, prescan
+from receiver.ingest.limits import UNKNOWN_SCOPE
 from receiver.responses import json_response
 from receiver.runtime import Runtime
-from receiver.storage import store
 from receiver.storage.products import ProductAuth
 from receiver.storage.store import Pending
 
@@ -87,15 +96,14 @@ router = APIRouter(tags=["capture"])
 
 CAPTURE_PATHS: Final = ("/e", "/i/v0/e", "/batch", "/capture", "/track")
 FLAGS_PATHS: Final = ("/flags", "/decide")
-# A request is one transaction; bytes are capped already, this bounds the CPU one request can
-# take on the event loop (SDKs batch 10–100 events; 10k is far beyond any of them).
-MAX_EVENTS_PER_REQUEST: Final = 10_000
 MAX_TOKEN_CHARS: Final = 200
 SUPPORTED_COMPRESSION: Final = ("gzip", "gzip-js")
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_NAMES = frozenset({"gzip", "gzip-js"})
-_STRICT_B64 = re.compile(rb"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
+# One character class, no repeated group: the engine's repeat stack for "(?:[...]{4})*" held
+# ~29 bytes per input byte (29 MB for a 1 MB body) before it answered.
+_B64_ALPHABET = re.compile(rb"[A-Za-z0-9+/]*")
 _LENIENT_B64 = re.compile(rb"[A-Za-z0-9+/\-_]+={0,2}")
 # Capture tokens are ``phc_`` + URL-safe characters; anything else cannot be one, and config.js
 # embeds the token in JavaScript, so only this alphabet is ever echoed back.
@@ -107,8 +115,13 @@ _FORM = "application/x-www-form-urlencoded"
 
 
 def _is_strict_base64(data: bytes) -> bool:
+    """Padded standard base64: a multiple of 4 characters, at most two ``=`` at the end."""
     data = data.strip()
-    return bool(data) and len(data) % 4 == 0 and _STRICT_B64.fullmatch(data) is not None
+    if not data or len(data) % 4:
+        return False
+    body = data.rstrip(b"=")
+    # With the length a multiple of 4, "==" and "=" can only close a 2- or 3-character group.
+    return len(data) - len(body) <= 2 and bool(body) and _B64_ALPHABET.fullmatch(body) is not None
 
 
 def _b64decode_lenient(data: bytes) -> bytes:
@@ -181,6 +194,10 @@ def decode_payload(
     # Legacy endpoints: base64 inside the compression layer; JSON never looks like base64.
     if _is_strict_base64(data):
         data = base64.b64decode(data.strip())
+    if len(data) > max_decompressed:
+        raise PayloadTooLargeError(
+            f"decoded body is larger than {max_decompressed} bytes (RECEIVER_MAX_DECOMPRESSED_BYTES)"
+        )
     return data
 
 
@@ -202,7 +219,7 @@ def _event_token(event: Mapping[str, Any]) -> object:
     return props.get("token") if isinstance(props, dict) else None
 
 
-def parse_body(body: object) -> CaptureBatch:
+def parse_body(body: object, budget: Budget = DEFAULT_BUDGET) -> CaptureBatch:
     """Events, their one shared token and the batch's ``sent_at`` from a decoded body."""
     batch_token: object = None
     sent_at: object = None
@@ -224,8 +241,7 @@ def parse_body(body: object) -> CaptureBatch:
     assert isinstance(events, list)
     if not events:
         raise BadRequestError("the request contains no events")
-    if len(events) > MAX_EVENTS_PER_REQUEST:
-        raise PayloadTooLargeError(f"more than {MAX_EVENTS_PER_REQUEST} events in one request")
+    check_events(len(events), budget)
     for i, event in enumerate(events):
         if not isinstance(event, dict):
             raise BadRequestError(f"event {i}: expected a JSON object, got {type(event).__name__}")
@@ -296,11 +312,11 @@ def resolve_timestamp(
 # --------------------------------------------------------------------------- handlers
 
 
-async def _product_for(rt: Runtime, token: str) -> ProductAuth:
+async def _product_for(rt: Runtime, request: Request, token: str) -> ProductAuth:
     if not _TOKEN_RE.fullmatch(token):
+        rt.limits.auth_failed(request, UNKNOWN_SCOPE)
         raise UnauthorizedError("unknown capture token")
-    with store.unavailable("looking up the capture token"):
-        product = await rt.directory.by_capture_token(token)
+    product = await rt.find_capture_token(request, token)
     if product is None:
         raise UnauthorizedError(
             "unknown capture token: use the capture_token that `receiver product show` prints"
@@ -308,16 +324,57 @@ async def _product_for(rt: Runtime, token: str) -> ProductAuth:
     return product
 
 
-async def _raw_payload(request: Request, limit: int) -> tuple[bytes, bool]:
+async def _raw_payload(request: Request, limit: int, body_seconds: float) -> tuple[bytes, bool]:
     data = request.query_params.get("data")
     if data is not None:
         raw = data.encode("utf-8")
         if len(raw) > limit:
-            raise PayloadTooLargeError(f"data parameter is larger than {limit} bytes")
+            raise PayloadTooLargeError(
+                f"data parameter is larger than {limit} bytes (RECEIVER_MAX_BODY_BYTES)"
+            )
         return raw, True
     if request.method == "GET":
         raise BadRequestError("GET capture needs a ?data= parameter; POST the events instead")
-    return await read_limited(request, limit), False
+    return await read_limited(request, limit, body_seconds), False
+
+
+def parse_payload(data: bytes, budget: Budget) -> CaptureBatch:
+    """Decoded bytes → events and token: values counted before parsing (CPU only)."""
+    prescan(data, budget)
+    return parse_body(parse_json(data), budget)
+
+
+def decode_and_parse(raw: bytes, budget: Budget, **decoding: Any) -> tuple[CaptureBatch, int]:
+    """:func:`decode_payload` then :func:`parse_payload`; also the decoded size."""
+    data = decode_payload(raw, **decoding)
+    return parse_payload(data, budget), len(data)
+
+
+def prepare_events(
+    batch: CaptureBatch,
+    product: ProductAuth,
+    *,
+    now: datetime,
+    sent_at: datetime | None,
+    received: list[datetime],
+    budget: Budget,
+    hash_key: bytes | None,
+) -> list[Pending]:
+    """Every event of a request normalized and scrubbed by its product's policy (CPU only)."""
+    policy = product.policy
+    pending: list[Pending] = []
+    for i, (event, received_at) in enumerate(zip(batch.events, received, strict=True)):
+        occurred = resolve_timestamp(event, now=now, sent_at=sent_at)
+        try:
+            normalized = normalize.from_capture(
+                event, received_at=received_at, timestamp=occurred, budget=budget
+            )
+        except ClientError as exc:
+            raise type(exc)(f"event {i}: {exc.detail}") from None
+        pending.append(Pending(
+            product.product_id, received_at, privacy.apply(policy, normalized, hash_key), policy
+        ))
+    return pending
 
 
 async def capture(request: Request) -> Response:
@@ -325,35 +382,41 @@ async def capture(request: Request) -> Response:
     rt.refuse_if_shutting_down()
     now = rt.writer.clock.now()
     settings = rt.settings
-    raw, from_query = await _raw_payload(request, settings.max_body_bytes)
+    raw, from_query = await _raw_payload(
+        request, settings.max_body_bytes, settings.body_timeout_seconds
+    )
     params = request.query_params
-    data = decode_payload(
-        raw,
+    decoding: dict[str, Any] = dict(
         compression=params.get("compression") or "",
         content_type=(request.headers.get("content-type") or "").split(";", 1)[0].strip().lower(),
         content_encoding=request.headers.get("content-encoding") or "",
         from_query=from_query,
         max_decompressed=settings.max_decompressed_bytes,
     )
-    batch = parse_body(parse_json(data))
-    product = await _product_for(rt, batch.token)
+    if rt.offload.inline(len(raw)):
+        # Inflating a small body is quick C work (at most RECEIVER_MAX_DECOMPRESSED_BYTES out);
+        # what follows goes off the loop if what came out is large.
+        data = decode_payload(raw, **decoding)
+        size = len(data)
+        batch = await rt.offload.run(size, parse_payload, data, rt.budget)
+        del data
+    else:
+        batch, size = await rt.offload.run(len(raw), decode_and_parse, raw, rt.budget, **decoding)
+    del raw
+    product = await _product_for(rt, request, batch.token)
+    rt.limits.check_ingest(product.product_id, len(batch.events), size)
 
     sent_at = parse_instant(batch.sent_at) or parse_instant(
         params.get("sent_at") or params.get("_")
     )
-    pending: list[Pending] = []
-    for i, event in enumerate(batch.events):
-        # One receive time per event: it is also the frame's forwarded_at, which the SDK
-        # expects to be unique within a session.
-        received_at = rt.writer.clock.now()
-        occurred = resolve_timestamp(event, now=now, sent_at=sent_at)
-        try:
-            normalized = normalize.from_capture(event, received_at=received_at, timestamp=occurred)
-        except BadRequestError as exc:
-            raise BadRequestError(f"event {i}: {exc.detail}") from None
-        pending.append(Pending(product.product_id, received_at, normalized))
-
-    rt.limits.check_ingest(product.product_id, len(pending))
+    # One receive time per event, taken here on the loop (the clock is not thread-safe): it is
+    # also the frame's forwarded_at, which the SDK expects to be unique within a session.
+    received = [rt.writer.clock.now() for _ in batch.events]
+    pending = await rt.offload.run(
+        size, prepare_events, batch, product, now=now, sent_at=sent_at, received=received,
+        budget=rt.budget, hash_key=settings.hash_key_bytes(),
+    )
+    del batch
     await rt.writer.submit(pending)
     return json_response({"status": 1})
 
@@ -429,7 +492,8 @@ _CAPTURE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": 'Committed (duplicates included): exactly {"status": 1}.'},
     400: {"description": "Undecodable body, bad shape, mixed tokens, or a malformed event."},
     401: {"description": "Missing, unknown or personal (phx_) token."},
-    413: {"description": "Body or decompressed body over the limit."},
+    408: {"description": "Body not received within RECEIVER_BODY_TIMEOUT_SECONDS."},
+    413: {"description": "Body, decoded body, event count or a JSON budget over its limit."},
     415: {"description": "Unsupported Content-Encoding."},
     429: {"description": "Rate limited; retry after Retry-After seconds."},
     503: {"description": "Database unavailable or shutting down; retry."},

@@ -1,4 +1,4 @@
-"""Abuse controls: failed-authentication lockout and a per-product ingest rate limit.
+"""Abuse controls: failed-authentication lockout and per-product ingest rate limits.
 
 Both answer 429 with Retry-After, which PostHog and posthog-js retry; neither ever answers a
 4xx that a sender would drop. Defaults never trip for legitimate use (a mistyped secret a few
@@ -19,6 +19,10 @@ from starlette.requests import Request
 from receiver.errors import RateLimitedError
 
 MAX_TRACKED = 50_000
+# The failed-auth scope of lookups for products and capture tokens that do not exist: each one
+# costs a database round trip, and a scan uses a fresh name every time, so they are counted per
+# client across every name (a client is never refused for a product known to exist).
+UNKNOWN_SCOPE = "?unknown"
 
 
 def client_key(request: Request) -> str:
@@ -39,15 +43,20 @@ class Limits:
         auth_fail_window: float,
         ingest_rate: float,
         ingest_burst: int,
+        bytes_rate: float = 0.0,
+        bytes_burst: int = 64 * 1024 * 1024,
         clock: callable[[], float] = time.monotonic,  # type: ignore[valid-type]
     ) -> None:
         self.auth_fail_limit = auth_fail_limit
         self.auth_fail_window = auth_fail_window
         self.ingest_rate = ingest_rate
         self.ingest_burst = ingest_burst
+        self.bytes_rate = bytes_rate
+        self.bytes_burst = bytes_burst
         self.clock = clock
         self._failures: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
         self._buckets: dict[str, _Bucket] = {}
+        self._byte_buckets: dict[str, _Bucket] = {}
 
     # ------------------------------------------------------------------ failed auth
 
@@ -85,22 +94,40 @@ class Limits:
 
     # ------------------------------------------------------------------ ingest rate
 
-    def check_ingest(self, product_id: str, n: int) -> None:
-        if not self.ingest_rate:
-            return
+    def check_ingest(self, product_id: str, n: int, nbytes: int = 0) -> None:
+        """Charge ``n`` events and ``nbytes`` decoded bytes to the product, or refuse (429)."""
         now = self.clock()
-        bucket = self._buckets.get(product_id)
-        if bucket is None:
-            bucket = self._buckets[product_id] = _Bucket(float(self.ingest_burst), now)
-        bucket.tokens = min(
-            float(self.ingest_burst), bucket.tokens + (now - bucket.at) * self.ingest_rate
+        events = self._take(self._buckets, product_id, n, self.ingest_rate, self.ingest_burst, now)
+        if events is not None:
+            raise RateLimitedError(
+                f"ingest rate limit of {self.ingest_rate:g} events/s exceeded for this product",
+                retry_after=events,
+            )
+        size = self._take(
+            self._byte_buckets, product_id, nbytes, self.bytes_rate, self.bytes_burst, now
         )
+        if size is not None:
+            # Give the events back: this request stores nothing.
+            if self.ingest_rate:
+                self._buckets[product_id].tokens += n
+            raise RateLimitedError(
+                f"ingest rate limit of {self.bytes_rate:g} bytes/s exceeded for this product",
+                retry_after=size,
+            )
+
+    @staticmethod
+    def _take(
+        buckets: dict[str, _Bucket], key: str, n: int, rate: float, burst: int, now: float
+    ) -> int | None:
+        """Take ``n`` tokens from a token bucket; None, or the seconds to wait when refused."""
+        if not rate:
+            return None
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = buckets[key] = _Bucket(float(burst), now)
+        bucket.tokens = min(float(burst), bucket.tokens + (now - bucket.at) * rate)
         bucket.at = now
         if bucket.tokens >= n:
             bucket.tokens -= n
-            return
-        retry = max(1, math.ceil((n - bucket.tokens) / self.ingest_rate))
-        raise RateLimitedError(
-            f"ingest rate limit of {self.ingest_rate:g} events/s exceeded for this product",
-            retry_after=retry,
-        )
+            return None
+        return max(1, math.ceil((n - bucket.tokens) / rate))

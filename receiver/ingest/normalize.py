@@ -28,6 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from receiver.errors import BadRequestError
+from receiver.ingest import budget as budgets
 from receiver.ingest.elements import Target, target_from_chain
 
 MAX_ID_CHARS = 200
@@ -35,7 +36,8 @@ MAX_LABEL_CHARS = 200
 MAX_TEXT_CHARS = 1024
 MAX_URL_CHARS = 8192
 MAX_EVENT_NAME_CHARS = 200
-MAX_PAYLOAD_DEPTH = 64
+MAX_PATH_SEGMENTS = 64
+MAX_PAYLOAD_DEPTH = budgets.MAX_DEPTH
 FUTURE_CLAMP = timedelta(hours=23)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -43,6 +45,8 @@ _WS = re.compile(r"\s+")
 _UUID = re.compile(r"[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}")
 _HEX = re.compile(r"[0-9a-fA-F]{8,}")
 _TOKEN = re.compile(r"[A-Za-z0-9_\-.~]{16,}")
+_DIGIT = re.compile(r"\d")
+_LETTER = re.compile(r"[^\W\d_]")
 
 # PostHog events that describe the SDK, not the person; kept in the table, never streamed.
 INTERNAL_EVENTS = frozenset(
@@ -130,20 +134,10 @@ def _identifier(value: object, name: str) -> str | None:
     return text
 
 
-def sanitize_json(value: Any, depth: int = 0) -> Any:
-    """Make a decoded JSON value storable as JSONB: no NUL characters, bounded depth."""
-    if depth > MAX_PAYLOAD_DEPTH:
-        raise BadRequestError(f"JSON is nested deeper than {MAX_PAYLOAD_DEPTH} levels")
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
-    if isinstance(value, dict):
-        return {
-            (k.replace("\x00", "\ufffd") if "\x00" in k else k): sanitize_json(v, depth + 1)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [sanitize_json(v, depth + 1) for v in value]
-    return value
+def sanitize_json(value: Any, budget: budgets.Budget = budgets.DEFAULT) -> Any:
+    """Make a decoded JSON value storable as JSONB, in place: no NUL characters, and within the
+    per-event budget (values, depth, string length; see :mod:`receiver.ingest.budget`)."""
+    return budgets.check_event(value, budget)
 
 
 def parse_timestamp(value: object, *, received_at: datetime) -> datetime | None:
@@ -191,10 +185,10 @@ def _is_dynamic_segment(segment: str) -> bool:
         return True
     if _UUID.fullmatch(segment):
         return True
-    has_digit = any(c.isdigit() for c in segment)
+    has_digit = _DIGIT.search(segment) is not None
     if has_digit and _HEX.fullmatch(segment):
         return True
-    return bool(has_digit and _TOKEN.fullmatch(segment) and any(c.isalpha() for c in segment))
+    return bool(has_digit and _TOKEN.fullmatch(segment) and _LETTER.search(segment))
 
 
 def canonical_url(url: str | None) -> str | None:
@@ -211,7 +205,13 @@ def canonical_url(url: str | None) -> str | None:
             netloc = netloc.rsplit(":", 1)[0]
     except ValueError:
         return None
-    segments = [s for s in parts.path.split("/") if s]
+    # A real path has a handful of segments; each costs a few regex calls, so a hostile
+    # "/1a/1a/…" of 8,192 characters (2,730 segments) would cost milliseconds per event: past
+    # MAX_PATH_SEGMENTS the path is cut (the canonical URL groups pages, it is not the URL).
+    pieces = parts.path.split("/", MAX_PATH_SEGMENTS)
+    if len(pieces) > MAX_PATH_SEGMENTS:
+        pieces.pop()
+    segments = [s for s in pieces if s]
     path = "/" + "/".join(":id" if _is_dynamic_segment(s) else s for s in segments)
     return urlunsplit((scheme, netloc, path, "", ""))[:MAX_URL_CHARS]
 
@@ -394,15 +394,18 @@ def _build(
     )
 
 
-def from_webhook(raw: object, *, received_at: datetime) -> NormalizedEvent:
+def from_webhook(
+    raw: object, *, received_at: datetime, budget: budgets.Budget = budgets.DEFAULT
+) -> NormalizedEvent:
     """Normalize one Hog-destination POST body (flat tutorial payload or stock template)."""
-    payload = sanitize_json(_require_object(raw))
+    payload = sanitize_json(_require_object(raw), budget)
     inner = payload.get("event")
     if isinstance(inner, dict):
         # PostHog's stock "HTTP Webhook" template body: {"event": {...}, "person": {...}}.
         person = payload.get("person") if isinstance(payload.get("person"), dict) else {}
         return from_capture(
-            inner, received_at=received_at, source="webhook", person=person, payload=payload
+            inner, received_at=received_at, source="webhook", person=person, payload=payload,
+            budget=None,  # walked already, as part of the whole body
         )
     return _build(
         source="webhook",
@@ -431,13 +434,17 @@ def from_capture(
     timestamp: datetime | None = None,
     person: Mapping[str, Any] | None = None,
     payload: dict[str, Any] | None = None,
+    budget: budgets.Budget | None = budgets.DEFAULT,
 ) -> NormalizedEvent:
     """Normalize one PostHog event object (capture API, or a destination's ``event`` global).
 
     ``timestamp`` is the already-resolved event time when the caller applied capture's clock
     skew rules (``offset`` / ``sent_at``); otherwise the event's own ``timestamp`` is used.
+    ``budget`` None: the caller has already walked the event with :func:`sanitize_json`.
     """
-    event = sanitize_json(_require_object(raw))
+    event = _require_object(raw)
+    if budget is not None:
+        event = sanitize_json(event, budget)
     props = event.get("properties")
     props = props if isinstance(props, dict) else {}
     person_props = (person or {}).get("properties")

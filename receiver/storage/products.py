@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -25,6 +26,7 @@ from receiver.storage.store import NOTIFY_PRODUCTS
 PRODUCT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,200}@[^@\s]{1,200}\.[^@\s]{1,63}$")
 CACHE_SECONDS = 10.0
+MAX_CACHED = 10_000  # products (and as many capture tokens) per process
 Kind = Literal["webhook_secret", "stream_key"]
 
 
@@ -217,7 +219,7 @@ async def get_policy(conn: asyncpg.Connection, product_id: str) -> privacy.Polic
     )
     if row is None:
         raise NotFoundError(f"unknown product {product_id!r}")
-    return privacy.Policy.from_json(orjson.loads(row[0]))
+    return privacy.Policy.from_json(orjson.loads(row[0]), stored=True)
 
 
 async def set_policy(
@@ -283,7 +285,9 @@ async def describe(conn: asyncpg.Connection, product_id: str) -> dict[str, Any]:
         product_id,
     )
     out = dict(row)
-    out["privacy_policy"] = privacy.Policy.from_json(orjson.loads(row["privacy_policy"])).to_json()
+    out["privacy_policy"] = privacy.Policy.from_json(
+        orjson.loads(row["privacy_policy"]), stored=True
+    ).to_json()
     out["credentials"] = [dict(c) for c in creds]
     return out
 
@@ -329,53 +333,74 @@ class _Entry:
 
 @dataclass
 class Directory:
-    """A small TTL cache in front of the products table.
+    """A bounded LRU cache with a TTL in front of the products table.
 
     Rejections for unknown products and wrong keys must stay cheap (the stock SDK retries a
-    rejected stream about once a second, forever), so negative answers are cached too.
+    rejected stream about once a second, forever), so negative answers are cached too. The
+    cache holds at most ``max_entries`` products and as many capture tokens, evicting the least
+    recently used one at a time: clearing it all when full would let a scan of made-up names
+    flush every real product out, and each of their next requests would cost a round trip.
     ``receiver_products`` notifications from any process invalidate entries early.
     """
 
     pool: asyncpg.Pool
     ttl: float = CACHE_SECONDS
-    _entries: dict[str, _Entry] = field(default_factory=dict)
-    _tokens: dict[str, tuple[str | None, float]] = field(default_factory=dict)
+    max_entries: int = MAX_CACHED
+    _entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
+    _tokens: OrderedDict[str, tuple[str | None, float]] = field(default_factory=OrderedDict)
 
     def invalidate(self, product_id: str | None = None) -> None:
         if product_id is None:
             self._entries.clear()
             self._tokens.clear()
-        else:
-            self._entries.pop(product_id, None)
-            self._tokens.clear()
+            return
+        self._entries.pop(product_id, None)
+        # Its token, and negative answers (a new product may own a token looked up before).
+        for token in [t for t, (pid, _) in self._tokens.items() if pid in (product_id, None)]:
+            del self._tokens[token]
+
+    def known(self, product_id: str) -> bool:
+        """The product existed when last looked up (however long ago): no database needed to
+        say it is real, so a client locked out for scanning unknown names still reaches it."""
+        entry = self._entries.get(product_id)
+        return entry is not None and entry.value is not None
+
+    def known_token(self, token: str) -> bool:
+        hit = self._tokens.get(token)
+        return hit is not None and hit[0] is not None
 
     async def get(self, product_id: str) -> ProductAuth | None:
         now = time.monotonic()
         entry = self._entries.get(product_id)
         if entry is not None and now - entry.at < self.ttl:
+            self._entries.move_to_end(product_id)
             return entry.value
         if not PRODUCT_ID_RE.fullmatch(product_id):
             return None
         async with self.pool.acquire() as conn:
             value = await load(conn, product_id)
-        if len(self._entries) > 10_000:
-            self._entries.clear()
-        self._entries[product_id] = _Entry(value, now)
+        _put(self._entries, product_id, _Entry(value, now), self.max_entries)
         return value
 
     async def by_capture_token(self, token: str) -> ProductAuth | None:
         now = time.monotonic()
         hit = self._tokens.get(token)
         if hit is not None and now - hit[1] < self.ttl:
+            self._tokens.move_to_end(token)
             return await self.get(hit[0]) if hit[0] else None
         async with self.pool.acquire() as conn:
             product_id = await conn.fetchval(
                 "SELECT product_id FROM products WHERE capture_token = $1", token
             )
-        if len(self._tokens) > 10_000:
-            self._tokens.clear()
-        self._tokens[token] = (product_id, now)
+        _put(self._tokens, token, (product_id, now), self.max_entries)
         return await self.get(product_id) if product_id else None
+
+
+def _put(cache: OrderedDict[str, Any], key: str, value: Any, limit: int) -> None:
+    cache[key] = value
+    cache.move_to_end(key)
+    while len(cache) > limit:
+        cache.popitem(last=False)
 
 
 async def load(conn: asyncpg.Connection, product_id: str) -> ProductAuth | None:
@@ -409,7 +434,7 @@ async def load(conn: asyncpg.Connection, product_id: str) -> ProductAuth | None:
 
 def _stored_policy(product_id: str, text: str | None) -> privacy.Policy:
     try:
-        return privacy.Policy.from_json(orjson.loads(text) if text else None)
+        return privacy.Policy.from_json(orjson.loads(text) if text else None, stored=True)
     except (privacy.PolicyError, orjson.JSONDecodeError) as exc:
         # Written by hand with SQL and invalid: fail closed (503, nothing stored) rather than
         # fall back to a laxer default.

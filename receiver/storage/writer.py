@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
@@ -42,14 +42,19 @@ class MonotonicClock:
     """
 
     def __init__(self) -> None:
-        self._last = 0.0
+        self._last_us = 0
 
     def now(self) -> datetime:
-        t = time.time()
-        if t <= self._last:
-            t = self._last + 1e-6
-        self._last = t
-        return datetime.fromtimestamp(t, tz=UTC)
+        # Whole microseconds (what timestamptz keeps): a float "+1e-6" rounded back onto the
+        # previous microsecond for calls made back to back.
+        t = time.time_ns() // 1000
+        if t <= self._last_us:
+            t = self._last_us + 1
+        self._last_us = t
+        return _EPOCH + timedelta(microseconds=t)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass

@@ -18,6 +18,10 @@ import httpx
 from bridge import BridgeSettings, create_app
 from tests.fakes.llm import FakeLLM, UvicornThread
 
+# What the Rasa action sends the bridge as "Authorization: Bearer" (BRIDGE_REPLY_TOKEN).
+REPLY_TOKEN = "bridge-reply-token-for-tests-0123"
+REPLY_AUTH = {"Authorization": f"Bearer {REPLY_TOKEN}"}
+
 T = TypeVar("T")
 
 
@@ -158,7 +162,7 @@ class LiveBridge:
         return resp.json()
 
     def reply(self, user_id: str, query: str) -> dict[str, Any]:
-        resp = self._client.get(f"/reply/{user_id}", params={"query": query})
+        resp = self._client.get(f"/reply/{user_id}", params={"query": query}, headers=REPLY_AUTH)
         assert resp.status_code == 200, (resp.status_code, resp.text)
         return resp.json()
 
@@ -189,6 +193,7 @@ def bridge_settings(
         # Error-path tests must not wait for the openai client's retry backoff.
         "llm_max_retries": 0,
         "llm_timeout_s": 10.0,
+        "reply_token": REPLY_TOKEN,
     }
     values.update(overrides)
     return BridgeSettings(**values)

@@ -22,6 +22,8 @@ import pytest
 from bridge.app import LLM_FAILURE_REPLY
 from bridge.prompts import SYSTEM_PROMPT, system_prompt_for
 from tests.bridge.helpers import (
+    REPLY_AUTH,
+    REPLY_TOKEN,
     Product,
     StartBridge,
     hog_click,
@@ -200,9 +202,41 @@ def test_replay_can_be_turned_off(
 
 def test_query_is_required(product: Product, start_bridge: StartBridge) -> None:
     bridge = start_bridge(product)
-    resp = httpx.get(f"{bridge.url}/reply/user-jane", params={"query": "  "})
+    resp = httpx.get(f"{bridge.url}/reply/user-jane", params={"query": "  "}, headers=REPLY_AUTH)
     assert resp.status_code == 400
-    assert httpx.get(f"{bridge.url}/reply/user-jane").status_code == 400
+    assert httpx.get(f"{bridge.url}/reply/user-jane", headers=REPLY_AUTH).status_code == 400
+
+
+def test_reply_requires_the_token(
+    product: Product, start_bridge: StartBridge, fake_llm: FakeLLM
+) -> None:
+    """/reply returns a user's activity-grounded answer and spends LLM money: only the Rasa
+    action, holding BRIDGE_REPLY_TOKEN, may call it (issue 14: it was open to anyone)."""
+    _jane_opens_invite_modal(product)
+    bridge = start_bridge(product)
+    bridge.wait_events(2)
+    calls = len(fake_llm.chat_requests)
+    for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token"},
+                    {"Authorization": REPLY_TOKEN}, {"Authorization": f"Basic {REPLY_TOKEN}"}):
+        r = httpx.get(f"{bridge.url}/reply/user-jane", params={"query": "what did I do"},
+                      headers=headers, timeout=15)
+        assert r.status_code == 401, (headers, r.status_code)
+        assert "Invite" not in r.text
+    assert len(fake_llm.chat_requests) == calls  # no LLM call for a refused request
+    assert bridge.reply("user-jane", "what did I do")["has_activity"] is True
+    # A bridge without a token refuses everyone, the right header included.
+    closed = start_bridge(product, reply_token=None)
+    r = httpx.get(f"{closed.url}/reply/user-jane", params={"query": "x"}, headers=REPLY_AUTH)
+    assert r.status_code == 401
+
+
+def test_cli_refuses_to_start_without_a_reply_token(product: Product, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGE_")}
+    env.update({"BRIDGE_STREAM_URL": product.stream_url, "BRIDGE_STREAM_TOKEN": product.stream_key})
+    exe = Path(sys.executable).parent / "bridge"
+    res = subprocess.run([str(exe), "serve", "--env-file", ""], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert res.returncode == 2 and "BRIDGE_REPLY_TOKEN" in res.stderr
 
 
 def test_cli_serves_and_stops_on_sigterm(
@@ -218,6 +252,7 @@ def test_cli_serves_and_stops_on_sigterm(
         "OPENAI_API_KEY": "test-key",
         "OPENAI_BASE_URL": fake_llm.base_url,
         "LLM_MODEL": "fake-model",
+        "BRIDGE_REPLY_TOKEN": REPLY_TOKEN,
     }
     log = tmp_path / "bridge.log"
     exe = Path(sys.executable).parent / "bridge"
@@ -241,7 +276,8 @@ def test_cli_serves_and_stops_on_sigterm(
                 return False
 
         wait_for(ingested, timeout=30, what="the CLI bridge to ingest the events")
-        body = httpx.get(f"{url}/reply/user-jane", params={"query": "hi"}, timeout=15).json()
+        body = httpx.get(f"{url}/reply/user-jane", params={"query": "hi"}, headers=REPLY_AUTH,
+                         timeout=15).json()
         assert body["name"] == "Jane Doe" and body["has_activity"] is True
     finally:
         proc.send_signal(signal.SIGTERM)

@@ -24,6 +24,7 @@ from urllib.parse import quote, urlencode, urlsplit
 import httpx
 import pytest
 
+from tests.bridge.helpers import REPLY_AUTH
 from tests.fakes.llm import RecordedRequest, activity_lines
 from tests.unavailable import in_ci
 
@@ -100,7 +101,8 @@ async def bridge_has_activity(loop: ChatLoop, user: User, *needles: str) -> dict
     async with httpx.AsyncClient(base_url=loop.bridge_url, timeout=30) as client:
 
         async def probe() -> dict[str, Any] | None:
-            resp = await client.get(f"/reply/{quote(user.id, safe='')}", params={"query": PROBE})
+            resp = await client.get(f"/reply/{quote(user.id, safe='')}", params={"query": PROBE},
+                                    headers=REPLY_AUTH)
             resp.raise_for_status()
             data = resp.json()
             activity = data["reply"].split("| activity: ", 1)[-1]

@@ -123,3 +123,29 @@ def test_json_logs_with_request_ids_and_no_secrets(
     for secret in (admin_token, creds["webhook_secret"], creds["unkey_key"], "rsk_wrongwrongwrongwrong",
                    ticket, ticket.split(".")[1], "carol.secret@example.com", "grace@example.com"):
         assert secret not in log, secret
+
+
+def test_text_logs_cannot_be_forged_with_control_characters(
+    spawn_receiver: Callable[..., Any]
+) -> None:
+    """A path (or any logged value) with %0a, %0d or an escape sequence stays on its record's
+    line, written as \\n, \\r, \\x1b: no client can start a fake record or recolour the
+    terminal. (Found by the issue 14 audit: text logs were forgeable with %0a.)"""
+    proc = spawn_receiver(RECEIVER_LOG_JSON="false")
+    forged = "2026-01-01 00:00:00,000 INFO receiver.access [-]: GET /admin 200"
+    for path in ("/x%0a" + forged.replace(" ", "%20"), "/y%0d%0a" + forged.replace(" ", "%20"),
+                 "/z%1b%5b31mred", "/w%e2%80%a8sep%c2%85nel"):
+        assert httpx.get(f"{proc.base_url}{path}").status_code == 404
+    proc.terminate()
+    lines = proc.log().splitlines()
+    record = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \S+ \[[^\]]*\]: ")
+    console = ("receiver listening on", "embedded postgres")
+    stray = [line for line in lines if not record.match(line) and not line.startswith(console)]
+    assert stray == [], stray
+    access = [line for line in lines if "receiver.access" in line and "GET /" in line]
+    assert len(access) == 4, access
+    assert any("/x\\n2026-01-01" in line for line in access)
+    assert any("/y\\r\\n2026-01-01" in line for line in access)
+    assert any("/z\\x1b[31mred" in line for line in access)
+    assert any("/w\\u2028sep\\x85nel" in line for line in access)
+    assert "\x1b" not in proc.log()

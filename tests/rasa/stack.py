@@ -25,7 +25,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.bridge.helpers import LiveBridge, Product, bridge_settings
+from tests.bridge.helpers import REPLY_TOKEN, LiveBridge, Product, bridge_settings
 from tests.fakes.llm import FakeLLM
 from tests.rasa.procs import Proc, free_port
 from tests.rasa.rasa_env import BOT, MODEL, RASA_BIN, RASA_ENV, RASA_PYTHON, rasa_model_missing
@@ -147,6 +147,7 @@ def rasa_stack(
                 "SANIC_HOST": "127.0.0.1",
                 "SANIC_GRACEFUL_SHUTDOWN_TIMEOUT": "3",
                 "BRIDGE_URL": bridge.url,
+                "BRIDGE_REPLY_TOKEN": REPLY_TOKEN,
             },
             log_dir=logs,
         )

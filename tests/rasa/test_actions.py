@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 
 from bridge.app import LLM_FAILURE_REPLY
-from tests.bridge.helpers import LiveBridge, Product, StartBridge, hog_click, hog_pageview
+from tests.bridge.helpers import (
+    REPLY_TOKEN,
+    LiveBridge,
+    Product,
+    StartBridge,
+    hog_click,
+    hog_pageview,
+)
 from tests.fakes.llm import FakeLLM
 from tests.rasa.rasa_env import BOT, RASA_ENV
 
@@ -46,8 +53,11 @@ def captured_request(name: str) -> dict[str, Any]:
     return copy.deepcopy(data["request"])
 
 
-def run_actions(python: Path, bridge_url: str, cases: list[dict[str, Any]]) -> list[Any]:
-    env = {**os.environ, **RASA_ENV, "BRIDGE_URL": bridge_url, "BRIDGE_TIMEOUT_S": "20"}
+def run_actions(
+    python: Path, bridge_url: str, cases: list[dict[str, Any]], token: str = REPLY_TOKEN
+) -> list[Any]:
+    env = {**os.environ, **RASA_ENV, "BRIDGE_URL": bridge_url, "BRIDGE_TIMEOUT_S": "20",
+           "BRIDGE_REPLY_TOKEN": token}
     proc = subprocess.run(
         [str(python), str(DRIVER), str(BOT)],
         input=json.dumps({"cases": cases}),
@@ -151,6 +161,21 @@ def test_actions_fall_back_when_the_bridge_is_down(rasa_python: Path) -> None:
     assert texts(results[0]) == [FALLBACKS["action_recent_activity"]]
     for name, result in zip(FALLBACKS, results[1:], strict=True):
         assert texts(result) == [FALLBACKS[name]]
+
+
+def test_actions_send_the_reply_token(
+    rasa_python: Path, live_bridge: LiveBridge, fake_llm: FakeLLM
+) -> None:
+    """The bridge answers the action only with BRIDGE_REPLY_TOKEN: with another one the chat gets
+    the action's fallback and the LLM is never called."""
+    calls = len(fake_llm.chat_requests)
+    [refused] = run_actions(
+        rasa_python, live_bridge.url,
+        [run_case("action_ask_llm", text="anything", metadata={"userId": "user-42"})],
+        token="not-the-bridges-token-0000",
+    )
+    assert texts(refused) == [FALLBACKS["action_ask_llm"]]
+    assert len(fake_llm.chat_requests) == calls
 
 
 def test_actions_relay_the_bridges_llm_failure_message(

@@ -22,7 +22,7 @@ import pytest
 
 from receiver.errors import BadRequestError, PayloadTooLargeError
 from receiver.ingest import bodies, normalize
-from receiver.settings import MIB
+from receiver.settings import MIB, Settings
 from tests.faults.kit import asql, count_events, hog_event, nodelay, show, sql
 
 GOOD = {"event": "$pageview", "current_url": "https://app.example.com/home", "distinct_id": "u1"}
@@ -166,13 +166,14 @@ def test_deep_nesting_is_400(
 def test_megabyte_strings(
     client: httpx.Client, product: Any, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Over the 1 MiB limit: 413, nothing stored.
-    over = orjson.dumps({**GOOD, "current_url": "https://a.example/" + "x" * (MIB + 10)})
+    limit = Settings().max_body_bytes  # RECEIVER_MAX_BODY_BYTES, 512 KiB
+    # Over the body limit: 413, nothing stored.
+    over = orjson.dumps({**GOOD, "current_url": "https://a.example/" + "x" * (limit + 10)})
     assert_rejected(post(client, product, over), 413, client, product, database_url)
 
     # Just under it: accepted. The raw payload keeps the string whole (JSONB), while every
     # typed column is bounded (URLs at 8192 characters, labels and text far lower).
-    n = MIB - 2048
+    n = limit - 2048
     body = {
         **GOOD,
         "uuid": str(uuid.uuid4()),
@@ -180,7 +181,7 @@ def test_megabyte_strings(
         "button_or_link_text": "b" * (n // 2 - 1024),
     }
     raw = orjson.dumps(body)
-    assert len(raw) <= MIB
+    assert len(raw) <= limit
     r = post(client, product, raw)
     assert r.status_code == 200, r.text
     rows = sql(

@@ -88,7 +88,7 @@ def test_exactly_201_and_required_fields(receiver) -> None:  # type: ignore[no-u
 
 
 def test_closed_to_non_loopback_without_admin_token(receiver_factory) -> None:  # type: ignore[no-untyped-def]
-    live = receiver_factory(admin_token="admin-secret-token")
+    live = receiver_factory(admin_token="admin-secret-token-0123456789")
     body = {"product_id": "p1", "contact_email": "x@example.com"}
     # A proxy in front means the real caller is not on loopback.
     r = httpx.post(f"{live.base_url}/products", json=body, headers={"X-Forwarded-For": "203.0.113.9"})
@@ -97,7 +97,7 @@ def test_closed_to_non_loopback_without_admin_token(receiver_factory) -> None:  
     r = httpx.post(
         f"{live.base_url}/products",
         json=body,
-        headers={"X-Forwarded-For": "203.0.113.9", "Authorization": "Bearer admin-secret-token"},
+        headers={"X-Forwarded-For": "203.0.113.9", "Authorization": "Bearer admin-secret-token-0123456789"},
     )
     assert r.status_code == 201
     closed = receiver_factory(admin_allow_loopback=False)

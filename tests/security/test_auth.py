@@ -262,7 +262,10 @@ def test_failed_auth_lockout_per_client_and_product_and_cheap(
         assert post(c2, a, "wrong").status_code == 401
 
         # Cheap: once the product is cached, rejections (429, 401, unknown product 404) make
-        # no database round trip at all. Count pool acquisitions while hammering.
+        # no database round trip at all. Count pool acquisitions while hammering. Unknown
+        # product ids count toward the client's failed-auth limit too (across every name, so
+        # a scan of made-up ids is locked out as well): the first lookup below is the first
+        # failure, two more get 404, then 429.
         rt = live.runtime
         counting = CountingPool(rt.pool)
         saved = (rt.pool, rt.directory.pool, rt.hub.pool, rt.writer.pool)
@@ -276,14 +279,14 @@ def test_failed_auth_lockout_per_client_and_product_and_cheap(
                 for r in (
                     post(c1, a, "wrong"),  # locked: 429
                     c1.get(a.stream_url, headers={"Authorization": f"Bearer wrong{i}"}),  # 429
-                    c1.post(f"{live.base_url}/webhook/nosuchproduct", content=good),  # cached 404
+                    c1.post(f"{live.base_url}/webhook/nosuchproduct", content=good),  # 404, 429
                 ):
                     statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
                     n += 1
             per_request_ms = (time.perf_counter() - t0) / n * 1000
         finally:
             rt.pool, rt.directory.pool, rt.hub.pool, rt.writer.pool = saved
-    assert statuses == {429: 120, 404: 60}, statuses
+    assert statuses == {429: 178, 404: 2}, statuses
     show(
         capsys, "security/auth-lockout", limit=3, window_s=30, first_attempts=first,
         retry_after=retry_after, rejected=n, statuses=statuses, db_round_trips=counting.acquires,
@@ -356,3 +359,65 @@ async def test_credentials_of_one_product_never_reach_another(
     assert {r["product_id"]: r["n"] for r in rows} == {a.product_id: n, b.product_id: n}
     show(capsys, "security/isolation", cross_attempts=len(cross), cross_statuses=sorted(set(cross)),
          a_streamed=len(sub_a.positions), b_streamed=len(sub_b.positions), leaked=0)
+
+
+def test_unknown_tokens_and_products_count_toward_the_lockout(
+    receiver_factory: Callable[..., Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Made-up capture tokens and product ids cost a database lookup each: a client guessing them
+    is locked out like one guessing secrets (429), across every made-up name. Names known to
+    exist are never refused for it, so a shared address (PostHog's) keeps its real products."""
+    live = nodelay(receiver_factory(auth_fail_limit=3, auth_fail_window_seconds=30))
+    p = register_product(live.base_url, new_product_id("known"))
+
+    def capture(c: httpx.Client, token: str) -> int:
+        body = orjson.dumps({"api_key": token, "batch": [{"event": "e", "uuid": str(uuid.uuid4())}]})
+        return c.post(f"{live.base_url}/e/", content=body).status_code
+
+    with client_from("127.0.0.1") as c1, client_from("127.0.0.3") as c3:
+        assert capture(c1, p.capture_token) == 200  # a real product, seen before the scan
+        scan = [capture(c1, "phc_" + uuid.uuid4().hex) for _ in range(5)]
+        assert scan == [401, 401, 401, 429, 429], scan
+        # Made-up product ids are the same scope: still locked out.
+        r = c1.post(f"{live.base_url}/webhook/made-up-{uuid.uuid4().hex[:8]}", json={"event": "e"})
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        s = c1.get(f"{live.base_url}/stream/made-up-x", headers={"Authorization": "Bearer x"})
+        assert s.status_code == 429
+        # The known product still works for this client; another client is not locked out.
+        assert capture(c1, p.capture_token) == 200
+        assert c1.post(p.webhook_url, json={"event": "e"},
+                       headers={"x-posthog-secret": p.webhook_secret}).status_code == 200
+        ids = [c3.post(f"{live.base_url}/webhook/made-up-{i}", json={"event": "e"}).status_code
+               for i in range(4)]
+        assert ids == [404, 404, 404, 429], ids
+    show(capsys, "security/unknown-names", tokens=scan, product_ids=ids)
+
+
+def test_product_cache_evicts_one_entry_at_a_time(
+    receiver: Any, make_product: Callable[..., Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """When the cache is full, the least recently used entry goes, not the whole cache: a flood
+    of made-up names used to clear it, so every real product's next request hit the database."""
+    nodelay(receiver)
+    p = make_product()
+    directory = receiver.runtime.directory
+    limit = getattr(directory, "max_entries", 10_000)
+
+    def run(coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, receiver.loop).result(timeout=60)
+
+    async def flood(n: int) -> int:
+        hot_loads = 0
+        for i in range(n):
+            await directory.get(f"made-up-{i}")
+            if p.product_id not in directory._entries:
+                hot_loads += 1
+            await directory.get(p.product_id)  # the real product stays in use
+        return hot_loads
+
+    run(directory.get(p.product_id))
+    evictions_of_hot = run(flood(limit + 50))
+    assert evictions_of_hot == 0
+    assert len(directory._entries) <= limit + 1
+    show(capsys, "security/product-cache", cache_limit=limit, made_up_lookups=limit + 50,
+         real_product_evicted=evictions_of_hot)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy.engine import make_url
 
 from receiver.ingest import normalize
 from receiver.storage import devdb, retention, sql, store
@@ -36,9 +37,10 @@ def cli(*args: str, url: str | None, timeout: float = 60, **env: str) -> subproc
     )
 
 
-def as_role(url: str, role: str) -> str:
-    dsn = store.asyncpg_dsn(url)
-    return dsn.replace("postgresql://postgres@", f"postgresql://{role}@", 1)
+def as_role(url: str, role: str, password: str | None = None) -> str:
+    """The same database as ``role`` (with its password: the embedded cluster asks for one)."""
+    dsn = make_url(store.asyncpg_dsn(url)).set(username=role, password=password)
+    return dsn.render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -78,7 +80,7 @@ def test_grant_readonly_can_read_events_and_views_and_nothing_else(database_url:
     assert out["created"] is True and out["can_login"] is True
 
     async def probe() -> None:
-        conn = await asyncpg.connect(as_role(database_url, role))
+        conn = await asyncpg.connect(as_role(database_url, role, "pw-for-test"))
         try:
             assert await conn.fetchval("SELECT count(*) FROM events") > 0
             for view in sql.VIEWS:
@@ -86,7 +88,7 @@ def test_grant_readonly_can_read_events_and_views_and_nothing_else(database_url:
             today = retention.partition_name(datetime.now(UTC).date())
             await conn.fetch(f"SELECT * FROM {today} LIMIT 1")  # noqa: S608
             for table in ("products", "credentials", "event_keys", "session_counters",
-                          "retention_state", "alembic_version"):
+                          "retention_state", "alembic_version", "server_secrets"):
                 with pytest.raises(asyncpg.InsufficientPrivilegeError):
                     await conn.fetch(f"SELECT * FROM {table} LIMIT 1")  # noqa: S608
             for stmt in (
@@ -114,7 +116,7 @@ def test_grant_readonly_can_read_events_and_views_and_nothing_else(database_url:
             assert new in report.created
         finally:
             await owner.close()
-        conn = await asyncpg.connect(as_role(database_url, role))
+        conn = await asyncpg.connect(as_role(database_url, role, "pw-for-test"))
         try:
             await conn.fetch(f"SELECT * FROM {new}")  # noqa: S608
         finally:
