@@ -46,6 +46,84 @@ class Registered(BaseModel):
     integration_type: str
 
 
+class ProjectCredentials(BaseModel):
+    """Secrets of a product registered by project id, shown only in this answer."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ingest_secret: str = Field(description="What the activity provider sends to ingest_url.")
+    mcp_key: str = Field(description="Bearer key of the agents' reads (REST live activity, MCP).")
+    owner_token: str | None = Field(
+        default=None, description="Only on first registration: keep it to rotate later."
+    )
+    stream_key: str = Field(description="Bearer key of GET /stream/{product_id}.")
+    capture_token: str = Field(description="Public token posthog-js sends to the capture API.")
+
+
+class ProjectSetup(BaseModel):
+    """Where each path is, and how to authenticate on it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    ingest_url: str
+    ingest_auth: str
+    mcp_url: str
+    mcp_auth: str
+    live_activity_url: str
+    stream_url: str
+    webhook_url: str
+    capture_url: str
+
+
+class RegisteredProject(BaseModel):
+    """What autoplay-sdk 0.13.0's ``onboard_product`` reads back (``_aws_result_from_response``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    product_id: str = Field(description="The issued, opaque id (prod_…).")
+    provider: str
+    provider_project_id: str
+    name: str
+    created: bool = Field(description="False when an existing registration was rotated.")
+    credentials: ProjectCredentials
+    setup: ProjectSetup
+
+
+class LiveActivity(BaseModel):
+    """One user's recent actions, oldest first, in the SlimAction shape of the stream frames."""
+
+    model_config = ConfigDict(extra="allow")
+
+    product_id: str
+    user_id: str
+    actions: list[dict[str, Any]] = Field(
+        description="title, description, canonical_url, type, timestamp_start, timestamp_end, "
+        "session_id, ... (the SDK's SlimAction), oldest first."
+    )
+    count: int
+    limit: int = Field(description="The most actions this answer could hold.")
+    since_seconds: int = Field(description="How far back it looked.")
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON schema with its ``$defs`` resolved in place, for ``openapi_extra`` (whose
+    schemas cannot carry ``$defs``: their refs would resolve against the document root)."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)
+
+
 class Health(BaseModel):
     status: str
 
