@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from receiver import onboarding, responses, runtime
 from receiver.delivery import stream
 from receiver.errors import ReceiverError
-from receiver.ingest import capture, webhook
+from receiver.ingest import capture, ingest, webhook
 from receiver.ops import admin, health, heap
 from receiver.ops.logging import RequestContextMiddleware
 from receiver.settings import Settings
@@ -47,9 +47,10 @@ def create_app(settings: Settings, *, manage_gc: bool = False) -> FastAPI:
     app.add_exception_handler(RequestValidationError, responses.on_validation_error)
     app.add_exception_handler(StarletteHTTPException, responses.on_http_error)
     app.add_exception_handler(Exception, responses.on_unexpected)
-    for module in (webhook, capture, stream, onboarding, health):
+    for module in (webhook, ingest, capture, stream, onboarding, health):
         app.include_router(module.router)
     webhook.mount(app)
+    ingest.mount(app)
     # CORS for the browser-facing capture/flags/config routes only (see receiver.ingest.capture).
     app.add_middleware(capture.CaptureCORS)
     app.include_router(admin.router)

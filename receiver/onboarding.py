@@ -19,6 +19,7 @@ products; anyone else gets 403. Success is exactly 201 — the SDK treats even a
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -167,7 +168,10 @@ async def register(request: Request) -> Response:
     require_admin(request, request.headers.get("authorization"))
     raw = await read_limited(request, rt.settings.max_body_bytes)
     require_json_content_type(request.headers.get("content-type"))
-    body = _parse_body(parse_json(raw))
+    parse_json(raw)  # its 400s for bad JSON (and it refuses NaN, which the stdlib would take)
+    # Parsed again by the stdlib, which keeps integers exact: orjson would round one past 64 bits
+    # into a float and store it changed, where the validators refuse it with a 400.
+    body = _parse_body(json.loads(raw))
     if isinstance(body, RegisterProject):
         return await _register_project(rt, request, body)
     policy = None

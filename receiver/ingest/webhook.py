@@ -4,10 +4,17 @@ Order of checks: size (413) → product (404) → secret (401) → content type 
 → normalize (400) → durable commit (200, or 503 when the fault is ours). The answer is 200
 only after the event's transaction has committed; duplicates (PostHog delivers at least once)
 also get 200, with no second row and no second frame.
+
+A body may also be a PostHog batch ``{"batch": [...]}`` (:mod:`receiver.ingest.shapes`): every
+element is its own event, and the whole request commits in one transaction or not at all.
+:func:`receive` is the pipeline; ``POST /ingest/{product_id}`` (:mod:`receiver.ingest.ingest`)
+runs it too, with its own secret header and Amplitude bodies.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -17,11 +24,14 @@ from starlette.types import Scope
 
 from receiver import apidoc
 from receiver.errors import NotFoundError, UnauthorizedError
-from receiver.ingest import normalize
+from receiver.ingest import shapes
 from receiver.ingest.bodies import parse_json, read_limited, require_json_content_type
 from receiver.responses import json_response
 from receiver.runtime import Runtime
-from receiver.storage.store import Pending
+from receiver.storage.store import Appended, Pending
+
+# Past this many events in one body, normalizing them runs in a thread, off the event loop.
+OFFLOAD_EVENTS = 64
 
 router = APIRouter(tags=["ingest"])
 
@@ -33,10 +43,13 @@ router = APIRouter(tags=["ingest"])
             "model": apidoc.WebhookAck,
             "description": "Committed (or a duplicate of an event already committed).",
         },
-        400: apidoc.error("Body is not a JSON object or a field is invalid."),
+        400: apidoc.error(
+            "Body is not a JSON object, a field is invalid, or an element of a batch is "
+            "(the detail names it: batch[3]: ...; nothing of the request is stored)."
+        ),
         401: apidoc.error("Missing or wrong x-posthog-secret."),
         404: apidoc.error("Unknown product."),
-        413: apidoc.error("Body over RECEIVER_MAX_BODY_BYTES."),
+        413: apidoc.error("Body over RECEIVER_MAX_BODY_BYTES, or over 10,000 events."),
         415: apidoc.error("Content type is not JSON."),
         429: apidoc.error("Rate limited; retry after Retry-After seconds."),
         503: apidoc.error("Database unavailable or shutting down; retry."),
@@ -47,8 +60,19 @@ router = APIRouter(tags=["ingest"])
     openapi_extra={**apidoc.WEBHOOK_BODY, **apidoc.WEBHOOK_PARAMETERS},
 )
 async def webhook(request: Request) -> Response:
+    return await receive(
+        request,
+        secret=request.headers.get("x-posthog-secret"),
+        auth_error="missing or invalid x-posthog-secret header",
+        amplitude=False,
+    )
+
+
+async def receive(
+    request: Request, *, secret: str | None, auth_error: str, amplitude: bool
+) -> Response:
+    """The ingest pipeline of one request, whatever the route: see the module docstring."""
     product_id: str = request.path_params["product_id"]
-    x_posthog_secret = request.headers.get("x-posthog-secret")
     rt: Runtime = request.app.state.runtime
     received_at = rt.writer.clock.now()
     body = await read_limited(request, rt.settings.max_body_bytes)
@@ -56,21 +80,36 @@ async def webhook(request: Request) -> Response:
     if product is None:
         raise NotFoundError(f"unknown product {product_id!r}")
     rt.limits.check_auth_block(request, product_id)
-    if not product.webhook_ok(x_posthog_secret):
+    if not product.webhook_ok(secret):
         rt.limits.auth_failed(request, product_id)
-        raise UnauthorizedError("missing or invalid x-posthog-secret header")
+        raise UnauthorizedError(auth_error)
     require_json_content_type(request.headers.get("content-type"))
-    event = normalize.from_webhook(parse_json(body), received_at=received_at)
-    rt.limits.check_ingest(product_id, 1)
-    [result] = await rt.writer.submit([Pending(product_id, received_at, event)])
-    out: dict[str, Any] = {"status": "ok", "duplicate": result.position is None}
-    if result.position is not None:
-        out["position"] = result.position
-    return json_response(out)
+    data = parse_json(body)
+    if shapes.count(data, amplitude=amplitude) > OFFLOAD_EVENTS:
+        events = await asyncio.to_thread(
+            shapes.events_of, data, received_at=received_at, amplitude=amplitude
+        )
+    else:
+        events = shapes.events_of(data, received_at=received_at, amplitude=amplitude)
+    rt.limits.check_ingest(product_id, len(events))
+    results = await rt.writer.submit([Pending(product_id, received_at, e) for e in events])
+    return json_response(ack(results))
 
 
-class WebhookRoute(Route):
-    """``POST /webhook/{product_id}`` served by Starlette's plain request/response wrapper.
+def ack(results: list[Appended]) -> dict[str, Any]:
+    """The 200 body: one event's ack as ever; for several, how many were new."""
+    positions = [r.position for r in results if r.position is not None]
+    out: dict[str, Any] = {"status": "ok", "duplicate": not positions}
+    if positions:
+        out["position"] = positions[-1]
+    if len(results) > 1:
+        out["stored"] = len(positions)
+        out["duplicates"] = len(results) - len(positions)
+    return out
+
+
+class FastPostRoute(Route):
+    """A POST route served by Starlette's plain request/response wrapper.
 
     The handler takes only the request, so FastAPI's per-request machinery around it (two
     AsyncExitStacks, dependency solving that still parses query string, headers and cookies,
@@ -82,9 +121,10 @@ class WebhookRoute(Route):
 
     tags = router.tags  # the request middleware counts ingest metrics by route tags
 
-    def __init__(self) -> None:
-        super().__init__("/webhook/{product_id}", webhook, methods=["POST"], name="webhook_fast",
-                         include_in_schema=False)
+    def __init__(
+        self, path: str, endpoint: Callable[[Request], Awaitable[Response]], name: str
+    ) -> None:
+        super().__init__(path, endpoint, methods=["POST"], name=name, include_in_schema=False)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child_scope = super().matches(scope)
@@ -94,5 +134,5 @@ class WebhookRoute(Route):
 
 
 def mount(app: Any) -> None:
-    """Serve the webhook through :class:`WebhookRoute`, ahead of every other route."""
-    app.router.routes.insert(0, WebhookRoute())
+    """Serve the webhook through :class:`FastPostRoute`, ahead of every other route."""
+    app.router.routes.insert(0, FastPostRoute("/webhook/{product_id}", webhook, "webhook_fast"))
