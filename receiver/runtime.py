@@ -45,6 +45,9 @@ class Runtime:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     maintenance: asyncio.Task[None] | None = None  # receiver.storage.retention background task
+    # Agents' reads (live activity, MCP): their own read-only pool with a statement timeout, so
+    # a burst of them never takes the writer's connections and no query runs unbounded.
+    read_pool: Any = None
 
     @property
     def shutting_down(self) -> bool:
@@ -98,10 +101,20 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
         auth_fail_window=settings.auth_fail_window_seconds,
         ingest_rate=settings.ingest_rate_limit,
         ingest_burst=settings.ingest_burst,
+        read_rate=settings.read_rate_limit,
+        read_burst=settings.read_burst,
+    )
+    # min_size=0: no connection is opened until an agent reads.
+    read_pool = await store.create_pool(
+        url, max_size=settings.read_pool_size, timeout=settings.db_timeout_seconds,
+        server_settings={
+            "default_transaction_read_only": "on",
+            "statement_timeout": str(settings.read_timeout_ms),
+        },
     )
     rt = Runtime(
         settings=settings, pool=pool, hub=hub, writer=writer, directory=directory,
-        limits=limits, metrics=metrics, migration_head=migration_head,
+        limits=limits, metrics=metrics, migration_head=migration_head, read_pool=read_pool,
     )
     writer.prepare = _privacy_step(directory, settings.hash_key_bytes())
     writer.counted = metrics.observe_outcomes
@@ -151,10 +164,13 @@ async def stop(rt: Runtime) -> None:
     await retention.stop_background(rt.maintenance)
     await rt.writer.drain_and_close()
     await rt.hub.close()
-    try:
-        await asyncio.wait_for(rt.pool.close(), 5)
-    except (TimeoutError, Exception):  # noqa: BLE001 - a dead database must not hang shutdown
-        rt.pool.terminate()
+    for pool in (rt.read_pool, rt.pool):
+        if pool is None:
+            continue
+        try:
+            await asyncio.wait_for(pool.close(), 5)
+        except (TimeoutError, Exception):  # noqa: BLE001 - a dead database must not hang shutdown
+            pool.terminate()
     rt.metrics.close()
 
 

@@ -310,12 +310,16 @@ class BoundedPool:
 
 
 async def create_pool(
-    url: str, *, max_size: int, timeout: float  # noqa: ASYNC109 - asyncpg's connect timeout
+    url: str,
+    *,
+    max_size: int,
+    timeout: float,  # noqa: ASYNC109 - asyncpg's connect timeout
+    server_settings: dict[str, str] | None = None,
 ) -> Any:
     pool = await asyncpg.create_pool(
         asyncpg_dsn(url), min_size=0, max_size=max_size, timeout=timeout,
         command_timeout=max(timeout * 6, 30), init=_init_connection,
-        max_inactive_connection_lifetime=60,
+        max_inactive_connection_lifetime=60, server_settings=server_settings,
     )
     return BoundedPool(pool, acquire_timeout=timeout)
 
