@@ -52,9 +52,10 @@ def create_app(settings: Settings, *, manage_gc: bool = False) -> FastAPI:
     app.add_exception_handler(Exception, responses.on_unexpected)
     for module in (webhook, ingest, capture, stream, pull, onboarding, health):
         app.include_router(module.router)
-    app.router.routes.append(
-        Route(mcp.PATH, mcp.Endpoint(mcp_server), methods=["GET", "POST", "DELETE"], name="mcp")
-    )
+    # POST only: stateless, with JSON answers, there is no session to DELETE and nothing to push
+    # on a standing GET stream, which would only hold a connection per client (405, as the
+    # specification allows; clients carry on without it).
+    app.router.routes.append(Route(mcp.PATH, mcp.Endpoint(mcp_server), methods=["POST"], name="mcp"))
     webhook.mount(app)
     ingest.mount(app)
     # CORS for the browser-facing capture/flags/config routes only (see receiver.ingest.capture).

@@ -178,6 +178,9 @@ async def test_origin_is_validated_against_dns_rebinding(receiver_factory: Any) 
     for origin in ("http://localhost:6274", "https://inspector.example.com"):
         assert _initialize(p.mcp_url, Origin=origin, **auth).status_code == 200
     assert _initialize(p.mcp_url, **auth).status_code == 200  # servers send no Origin
+    # No standing GET stream, no session to DELETE.
+    for method in ("GET", "DELETE"):
+        assert httpx.request(method, p.mcp_url, headers=auth, timeout=10).status_code == 405
     # No CORS: a browser cannot even preflight a cross-origin call.
     pre = httpx.options(p.mcp_url, headers={"Origin": "http://evil.example",
                                             "Access-Control-Request-Method": "POST"}, timeout=10)
