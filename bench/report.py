@@ -38,6 +38,12 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             50, "<=", "KB")
         add(f"fan-out p99 at {n}", g(r, k, "p99_ms"), 100, "<=", "ms")
     add("replay 100k since=0", g(r, "replay", "events_per_s"), 50000, ">=", "ev/s")
+    n = g(r, "live_activity", "events")
+    if n:
+        add(f"live-activity p99, {n:,} events, {g(r, 'live_activity', 'readers')} readers",
+            g(r, "live_activity", "p99_ms"), 20, "<=", "ms")
+    add("ingest with / without the live-activity index", g(r, "ingest_index_ab", "ratio"),
+        0.95, ">=", "")
     return out
 
 
@@ -85,6 +91,23 @@ def table(r: dict[str, Any]) -> str:
     if d:
         rows.append((f"replay {d['events']:,} events (since=0), ev/s", _f(d["events_per_s"]), "-",
                      "runs: " + ", ".join(_f(x["events_per_s"], 0) for x in d["runs"])))
+    d = r.get("live_activity")
+    if d and "p50_ms" in d:
+        sat = d.get("saturated") or {}
+        rows.append((
+            f"live activity, {d['events']:,} events, {d['readers']} readers @{_f(d['rate'], 0)}/s "
+            "p50/p99/p99.9 ms",
+            f"{_f(d['p50_ms'], 2)} / {_f(d['p99_ms'], 2)} / {_f(d['p999_ms'], 2)}", "-",
+            f"{d['ok']:,}/{d['scheduled']:,} ok; saturated (wrk): {_f(sat.get('ok_per_s'))} reads/s, "
+            f"p99 {_f((sat.get('lat_p99_us') or 0) / 1000, 1)} ms",
+        ))
+    d = r.get("ingest_index_ab")
+    if d and "ratio" in d:
+        rows.append((
+            "ingest with / without the live-activity index, 200/s",
+            f"{_f(g(d, 'with_index', 'ok_per_s'))} / {_f(g(d, 'without_index', 'ok_per_s'))}", "-",
+            f"{_f(d['ratio'], 3)} on {d['db_rows']:,} rows",
+        ))
     d = r.get("db")
     if d:
         w1 = g(r, "ingest_w1", "receiver", "ok_per_s")

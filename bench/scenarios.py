@@ -16,10 +16,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from bench.common import (
     BODY_TEMPLATE,
@@ -697,3 +699,203 @@ async def _db_ceiling(ctx: Ctx) -> dict[str, Any]:
     finally:
         await pool.close()
     return out
+
+
+# --------------------------------------------------------------------------- 7: live activity
+
+
+LIVE_INDEX_SQL = (
+    "CREATE INDEX ix_events_live_activity ON events (product_id, distinct_id, position) "
+    "WHERE action_type <> 'internal'"
+)
+
+
+def make_project(srv: Server, project_id: str) -> dict[str, Any]:
+    """A product registered by project id (autoplay-sdk 0.13.0's body): id, ingest secret, MCP key."""
+    r = httpx.post(
+        f"{srv.base}/products", timeout=10,
+        json={"provider": "posthog", "provider_project_id": project_id,
+              "contact_email": "bench@example.com"},
+    )
+    r.raise_for_status()
+    d = r.json()
+    return {"product_id": d["product_id"], "secret": d["credentials"]["ingest_secret"],
+            "mcp_key": d["credentials"]["mcp_key"]}
+
+
+async def _seed_activity(url: str, product_id: str, events: int, users: int) -> dict[str, Any]:
+    """``events`` rows for ``users`` users, interleaved (each user's rows spread over the whole
+    table), received over the last ~20 minutes (all inside the live window: the worst case for
+    it), a quarter of them internal events ($identify) that live activity never reads. COPY, in
+    chunks."""
+    import asyncpg
+
+    from receiver.ingest import normalize
+    from receiver.storage import store
+    from receiver.storage.store import Pending
+
+    now = datetime.now(UTC)
+    pages = ["team", "billing", "projects/8821034", "settings/profile", "reports"]
+    templates = []
+    for k, page in enumerate(pages):
+        for kind, extra in (("$pageview", {}), ("$autocapture", {"$el_text": f"Button {k}"}),
+                            ("$autocapture", {"$el_text": f"Save {k}"}), ("$identify", {})):
+            raw = orjson.loads(body(uuid_for(0xA11CE, k), now.timestamp(), k))
+            raw.update({"event": kind, "current_url": f"https://app.example.com/{page}?tab=x", **extra})
+            templates.append(store._record(Pending(product_id, now, normalize.from_webhook(
+                raw, received_at=now)), 0, 0))
+    span = timedelta(minutes=20)
+    conn = await asyncpg.connect(store.asyncpg_dsn(url))
+    await store._init_connection(conn)
+    t = time.perf_counter()
+    try:
+        chunk = 50_000
+        for start in range(0, events, chunk):
+            records = []
+            for i in range(start, min(events, start + chunk)):
+                user = i % users
+                tpl = templates[(i // users) % len(templates)]
+                at = now - span + span * (i / events)
+                r = list(tpl)
+                r[1], r[2], r[3] = i + 1, at, at  # position, received_at, occurred_at
+                r[8] = f"h:seed-{i}"  # dedup_key
+                r[9], r[10] = f"s-{user}-{i // (users * 25)}", f"user-{user}"  # session, distinct_id
+                r[23] = i // users  # session_index
+                records.append(tuple(r))
+            await conn.copy_records_to_table(
+                "events", records=records, columns=store.EVENT_INSERT_COLUMNS
+            )
+        await conn.execute("UPDATE products SET last_position = $2 WHERE product_id = $1",
+                           product_id, events)
+        await conn.execute("ANALYZE events")
+        load_s = time.perf_counter() - t
+        plan = await conn.fetchval(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _live_sql(),
+            product_id, "user-7", now - timedelta(minutes=30), 20,
+        )
+        total = await conn.fetchval("SELECT count(*) FROM events")
+    finally:
+        await conn.close()
+    top = orjson.loads(plan)[0] if isinstance(plan, str) else plan[0]
+    per_user = events // users
+    visible = sum(1 for j in range(per_user) if templates[j % len(templates)][6] != "internal")
+    return {"seed_s": round(load_s, 1), "events_in_table": int(total),
+            "expected_per_answer": min(20, visible),
+            "plan": _plan_summary(top["Plan"]), "plan_ms": top.get("Execution Time")}
+
+
+def _live_sql() -> str:
+    from receiver.storage.reads import LIVE_ACTIVITY_SQL
+
+    return LIVE_ACTIVITY_SQL
+
+
+def _plan_summary(node: dict[str, Any]) -> list[str]:
+    """The plan's nodes, one line each: type, relation/index, rows (what EXPLAIN shows first)."""
+    out: list[str] = []
+
+    def walk(n: dict[str, Any], depth: int) -> None:
+        what = n.get("Index Name") or n.get("Relation Name") or ""
+        out.append(f"{'  ' * depth}{n['Node Type']} {what} rows={n.get('Actual Rows')} "
+                   f"buffers={n.get('Shared Hit Blocks', 0) + n.get('Shared Read Blocks', 0)}".rstrip())
+        for child in n.get("Plans", []):
+            walk(child, depth + 1)
+
+    walk(node, 0)
+    return out
+
+
+def pullgen(ctx: Ctx, srv: Server, project: dict[str, Any], users: int, rate: float,
+            seconds: float, readers: int) -> dict[str, Any]:
+    out = ctx.work / f"pullgen-{time.monotonic_ns()}.json"
+    p = ctx.procs.start(
+        [PY, "-m", "bench.pullgen", "--port", str(srv.port), "--product", project["product_id"],
+         "--key", project["mcp_key"], "--users", str(users), "--rate", str(rate),
+         "--duration", str(seconds), "--conns", str(readers), "--out", str(out)],
+        cwd=ROOT,
+    )
+    try:
+        p.wait(timeout=seconds + 90)
+    finally:
+        ctx.procs.stop(p)
+    return json.loads(out.read_text())
+
+
+def live_activity(ctx: Ctx, events: int = 1_000_000, users: int = 10_000, readers: int = 100,
+                  rate: float = 500) -> dict[str, Any]:
+    """GET live-activity at ``events`` stored events: ``readers`` keep-alive readers at a constant
+    ``rate`` (open loop: latency from the scheduled time), then as fast as they can (wrk)."""
+    if ctx.quick:
+        events = 100_000
+    if ctx.smoke:
+        events, users, readers, rate = 2_000, 100, 10, 100
+    secs = ctx.seconds(10, 3)
+    srv = start_receiver(ctx, 1, RECEIVER_READ_RATE_LIMIT="0")
+    try:
+        project = make_project(srv, f"live-{os.getpid()}")
+        seeded = asyncio.run(_seed_activity(ctx.db_url, project["product_id"], events, users))
+        pullgen(ctx, srv, project, users, rate, 1.0, readers)  # warm the pools and caches
+        res = pullgen(ctx, srv, project, users, rate, secs, readers)
+        saturated = None
+        if shutil.which("wrk") is not None:
+            saturated = _wrk_live(ctx, srv, project, users, secs, readers)
+    finally:
+        ctx.procs.stop(srv.proc)
+    return {
+        "events": events, "users": users, "readers": readers, "rate": rate, "seconds": secs,
+        **seeded,
+        "scheduled": res["scheduled"], "ok": res["ok"], "statuses": res["statuses"],
+        "errors": res["errors"], "actions_per_answer": res["actions_per_answer"],
+        **summarize_ms(res["latencies_s"]),
+        "saturated": saturated,
+    }
+
+
+def _wrk_live(ctx: Ctx, srv: Server, project: dict[str, Any], users: int, seconds: float,
+              conns: int) -> dict[str, Any]:
+    env = {**os.environ, "BENCH_PRODUCT": project["product_id"], "BENCH_KEY": project["mcp_key"],
+           "BENCH_USERS": str(users), "BENCH_LIMIT": "20"}
+    res = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s",
+         str(ROOT / "bench" / "wrk" / "live.lua"), f"{srv.base}/"],
+        env=env, capture_output=True, text=True, timeout=seconds + 60, check=False,
+    )
+    line = next((x for x in res.stdout.splitlines() if x.startswith("BENCH ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {res.stdout[-1000:]} {res.stderr[-1000:]}")
+    d = json.loads(line[6:])
+    d["ok_per_s"] = round(d["ok"] / (d["duration_us"] / 1e6), 1)
+    return d
+
+
+def ingest_index_ab(ctx: Ctx, conns: int = 64, rounds: int = 3) -> dict[str, Any]:
+    """Ingest with and without ix_events_live_activity, alternating, on the same table (whatever
+    the earlier scenarios left in it: with live_activity first, a million rows)."""
+    if shutil.which("wrk") is None:
+        if ctx.smoke:
+            return {"skipped": "wrk is not installed"}
+        raise RuntimeError("wrk is not installed (bench/run.sh installs it with apt-get)")
+    rounds = 1 if ctx.smoke else rounds
+    secs = ctx.seconds(5, 3)
+    srv = start_receiver(ctx, 1)
+    with_idx, without = [], []
+    try:
+        project = make_project(srv, f"ab-{os.getpid()}")
+        url = f"{srv.base}/ingest/{project['product_id']}"
+        wrk(ctx, url, project["secret"], ctx.seconds(2, 1), conns)  # warm-up
+        for _ in range(rounds):
+            with_idx.append(wrk(ctx, url, project["secret"], secs, conns))
+            asyncio.run(_admin(_dsn(ctx.db_url), "DROP INDEX ix_events_live_activity"))
+            try:
+                without.append(wrk(ctx, url, project["secret"], secs, conns))
+            finally:
+                asyncio.run(_admin(_dsn(ctx.db_url), LIVE_INDEX_SQL))
+        rows = asyncio.run(_count_events(ctx.db_url, project["product_id"]))
+    finally:
+        ctx.procs.stop(srv.proc)
+    a, b = _sum_wrk(with_idx), _sum_wrk(without)
+    return {
+        "rounds": rounds, "seconds_each": secs, "connections": conns, "db_rows": rows,
+        "with_index": a, "without_index": b,
+        "ratio": round(a["ok_per_s"] / b["ok_per_s"], 3) if b["ok_per_s"] else None,
+    }
