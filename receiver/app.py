@@ -58,6 +58,7 @@ def create_app(settings: Settings, *, manage_gc: bool = False) -> FastAPI:
     app.router.routes.append(Route(mcp.PATH, mcp.Endpoint(mcp_server), methods=["POST"], name="mcp"))
     webhook.mount(app)
     ingest.mount(app)
+    pull.mount(app)
     # CORS for the browser-facing capture/flags/config routes only (see receiver.ingest.capture).
     app.add_middleware(capture.CaptureCORS)
     app.include_router(admin.router)

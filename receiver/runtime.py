@@ -111,6 +111,9 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
             "default_transaction_read_only": "on",
             "statement_timeout": str(settings.read_timeout_ms),
         },
+        # Read-only one-statement sessions leave nothing to reset: skip asyncpg's reset query,
+        # a round trip per read.
+        reset_on_release=False,
     )
     rt = Runtime(
         settings=settings, pool=pool, hub=hub, writer=writer, directory=directory,

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from receiver import apidoc
-from receiver.ingest.webhook import FastPostRoute, receive
+from receiver.ingest.webhook import FastRoute, receive
 from receiver.security import bearer_token
 
 router = APIRouter(tags=["ingest"])
@@ -59,5 +59,5 @@ async def ingest(request: Request) -> Response:
 
 
 def mount(app: Any) -> None:
-    """Serve ``/ingest`` on the fast route too (see :class:`FastPostRoute`)."""
-    app.router.routes.insert(0, FastPostRoute("/ingest/{product_id}", ingest, "ingest_fast"))
+    """Serve ``/ingest`` on the fast route too (see :class:`FastRoute`)."""
+    app.router.routes.insert(0, FastRoute("/ingest/{product_id}", ingest, "ingest_fast"))

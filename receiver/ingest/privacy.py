@@ -416,23 +416,28 @@ def apply(policy: Policy, event: NormalizedEvent, hash_key: bytes | None = None)
 # --------------------------------------------------------------------------- reads
 
 
-def apply_to_row(policy: Policy, row: StreamRow, hash_key: bytes | None = None) -> StreamRow:
-    """A stored event as an agent may read it under the product's policy *now*.
+def rows_as_read(
+    policy: Policy, rows: list[StreamRow], hash_key: bytes | None = None
+) -> list[StreamRow]:
+    """Stored events as an agent may read them under the product's policy *now*.
 
     Stored rows already follow the policy in force when they arrived; re-applying is idempotent
     for the same policy, and a policy made stricter since then (email dropped or hashed, query
     strings stripped, a new redaction) also covers what was stored before it.
     """
     s = _Scrubber(policy, hash_key)
-    return replace(
-        row,
-        distinct_id=s.identity(row.distinct_id),
-        email=s.email(row.email),
-        current_url=s.url(row.current_url),
-        canonical_url=s.url(row.canonical_url),
-        title=s.text(row.title) or row.title,
-        description=s.text(row.description) or row.description,
-    )
+    return [
+        replace(
+            row,
+            distinct_id=s.identity(row.distinct_id),
+            email=s.email(row.email),
+            current_url=s.url(row.current_url),
+            canonical_url=s.url(row.canonical_url),
+            title=s.text(row.title) or row.title,
+            description=s.text(row.description) or row.description,
+        )
+        for row in rows
+    ]
 
 
 def identity_as_stored(policy: Policy, user_id: str, hash_key: bytes | None = None) -> list[str]:

@@ -108,8 +108,8 @@ def ack(results: list[Appended]) -> dict[str, Any]:
     return out
 
 
-class FastPostRoute(Route):
-    """A POST route served by Starlette's plain request/response wrapper.
+class FastRoute(Route):
+    """A route served by Starlette's plain request/response wrapper.
 
     The handler takes only the request, so FastAPI's per-request machinery around it (two
     AsyncExitStacks, dependency solving that still parses query string, headers and cookies,
@@ -119,12 +119,19 @@ class FastPostRoute(Route):
     handlers (Starlette's wrapper looks them up in the scope), so clients see no difference.
     """
 
-    tags = router.tags  # the request middleware counts ingest metrics by route tags
-
     def __init__(
-        self, path: str, endpoint: Callable[[Request], Awaitable[Response]], name: str
+        self,
+        path: str,
+        endpoint: Callable[[Request], Awaitable[Response]],
+        name: str,
+        *,
+        methods: list[str] | None = None,
+        tags: list[Any] | None = None,
     ) -> None:
-        super().__init__(path, endpoint, methods=["POST"], name=name, include_in_schema=False)
+        super().__init__(path, endpoint, methods=methods or ["POST"], name=name,
+                         include_in_schema=False)
+        # The request middleware counts ingest metrics by route tags.
+        self.tags = router.tags if tags is None else tags
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         match, child_scope = super().matches(scope)
@@ -134,5 +141,5 @@ class FastPostRoute(Route):
 
 
 def mount(app: Any) -> None:
-    """Serve the webhook through :class:`FastPostRoute`, ahead of every other route."""
-    app.router.routes.insert(0, FastPostRoute("/webhook/{product_id}", webhook, "webhook_fast"))
+    """Serve the webhook through :class:`FastRoute`, ahead of every other route."""
+    app.router.routes.insert(0, FastRoute("/webhook/{product_id}", webhook, "webhook_fast"))

@@ -290,6 +290,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A pool ``reset`` that sends nothing (asyncpg still resets its own client-side state)."""
+
+
 class BoundedPool:
     """asyncpg's pool with a bounded wait for a connection.
 
@@ -315,11 +319,16 @@ async def create_pool(
     max_size: int,
     timeout: float,  # noqa: ASYNC109 - asyncpg's connect timeout
     server_settings: dict[str, str] | None = None,
+    reset_on_release: bool = True,
 ) -> Any:
+    """``reset_on_release=False`` skips asyncpg's reset query (advisory unlocks, ``CLOSE ALL``,
+    ``UNLISTEN *``, ``RESET ALL``: one more round trip on every release) for a pool whose sessions
+    never take locks, listen, open cursors or change settings (the read-only read pool)."""
     pool = await asyncpg.create_pool(
         asyncpg_dsn(url), min_size=0, max_size=max_size, timeout=timeout,
         command_timeout=max(timeout * 6, 30), init=_init_connection,
         max_inactive_connection_lifetime=60, server_settings=server_settings,
+        reset=None if reset_on_release else _keep_session,
     )
     return BoundedPool(pool, acquire_timeout=timeout)
 
