@@ -106,7 +106,7 @@ def table(r: dict[str, Any]) -> str:
         rows.append((
             "ingest with / without the live-activity index, 200/s",
             f"{_f(g(d, 'with_index', 'ok_per_s'))} / {_f(g(d, 'without_index', 'ok_per_s'))}", "-",
-            f"{_f(d['ratio'], 3)} on {d['db_rows']:,} rows",
+            f"{_f(d['ratio'], 3)}; table of {d['rows_in_table']:,} rows",
         ))
     d = r.get("db")
     if d:

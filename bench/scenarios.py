@@ -704,10 +704,6 @@ async def _db_ceiling(ctx: Ctx) -> dict[str, Any]:
 # --------------------------------------------------------------------------- 7: live activity
 
 
-LIVE_INDEX_SQL = (
-    "CREATE INDEX ix_events_live_activity ON events (product_id, distinct_id, position) "
-    "WHERE action_type <> 'internal'"
-)
 
 
 def make_project(srv: Server, project_id: str) -> dict[str, Any]:
@@ -869,33 +865,65 @@ def _wrk_live(ctx: Ctx, srv: Server, project: dict[str, Any], users: int, second
 
 
 def ingest_index_ab(ctx: Ctx, conns: int = 64, rounds: int = 3) -> dict[str, Any]:
-    """Ingest with and without ix_events_live_activity, alternating, on the same table (whatever
-    the earlier scenarios left in it: with live_activity first, a million rows)."""
+    """Ingest with and without ix_events_live_activity, on copies of the same table (whatever the
+    earlier scenarios left in it: after live_activity, a million rows).
+
+    The copy without the index is a second database made from the first as a template, so
+    neither side pays for building or dropping an index (and the checkpoint that follows)
+    during the measurement. Two receivers, one per database; the runs alternate ABBA so drift
+    in the shared machine's load falls on both sides alike.
+    """
     if shutil.which("wrk") is None:
         if ctx.smoke:
             return {"skipped": "wrk is not installed"}
         raise RuntimeError("wrk is not installed (bench/run.sh installs it with apt-get)")
     rounds = 1 if ctx.smoke else rounds
     secs = ctx.seconds(5, 3)
-    srv = start_receiver(ctx, 1)
-    with_idx, without = [], []
+    name = ctx.db_url.rsplit("/", 1)[1]
+    bare = f"{name}_noindex"
+    bare_url = ctx.db_url.rsplit("/", 1)[0] + "/" + bare
+    admin = _dsn(ctx.db_url).rsplit("/", 1)[0] + "/postgres"
+    asyncio.run(_admin(admin, f"CREATE DATABASE {bare} TEMPLATE {name}"))
+    servers: list[Server] = []
     try:
-        project = make_project(srv, f"ab-{os.getpid()}")
-        url = f"{srv.base}/ingest/{project['product_id']}"
-        wrk(ctx, url, project["secret"], ctx.seconds(2, 1), conns)  # warm-up
-        for _ in range(rounds):
-            with_idx.append(wrk(ctx, url, project["secret"], secs, conns))
-            asyncio.run(_admin(_dsn(ctx.db_url), "DROP INDEX ix_events_live_activity"))
-            try:
-                without.append(wrk(ctx, url, project["secret"], secs, conns))
-            finally:
-                asyncio.run(_admin(_dsn(ctx.db_url), LIVE_INDEX_SQL))
-        rows = asyncio.run(_count_events(ctx.db_url, project["product_id"]))
+        asyncio.run(_admin(_dsn(bare_url), "DROP INDEX ix_events_live_activity"))
+        with_idx = start_receiver(ctx, 1)
+        servers.append(with_idx)
+        without = start_receiver(ctx, 1, RECEIVER_DATABASE_URL=bare_url)
+        servers.append(without)
+        sides = {}
+        for label, srv in (("with_index", with_idx), ("without_index", without)):
+            project = make_project(srv, f"ab-{label}-{os.getpid()}")
+            url = f"{srv.base}/ingest/{project['product_id']}"
+            wrk(ctx, url, project["secret"], ctx.seconds(2, 1), conns)  # warm-up
+            sides[label] = (url, project)
+        runs: dict[str, list[dict[str, Any]]] = {"with_index": [], "without_index": []}
+        order = ["with_index", "without_index", "without_index", "with_index"] * rounds
+        for label in order[: 2 * rounds] if ctx.smoke else order:
+            url, project = sides[label]
+            runs[label].append(wrk(ctx, url, project["secret"], secs, conns))
+        rows = {
+            "with_index": asyncio.run(_count_events(ctx.db_url, sides["with_index"][1]["product_id"])),
+            "without_index": asyncio.run(_count_events(bare_url, sides["without_index"][1]["product_id"])),
+        }
+        table = asyncio.run(_count_all(ctx.db_url))
     finally:
-        ctx.procs.stop(srv.proc)
-    a, b = _sum_wrk(with_idx), _sum_wrk(without)
+        for srv in servers:
+            ctx.procs.stop(srv.proc)
+        asyncio.run(_admin(admin, f"DROP DATABASE IF EXISTS {bare} WITH (FORCE)"))
+    a, b = _sum_wrk(runs["with_index"]), _sum_wrk(runs["without_index"])
     return {
-        "rounds": rounds, "seconds_each": secs, "connections": conns, "db_rows": rows,
-        "with_index": a, "without_index": b,
+        "rounds": len(runs["with_index"]), "seconds_each": secs, "connections": conns,
+        "rows_in_table": table, "db_rows": rows, "with_index": a, "without_index": b,
         "ratio": round(a["ok_per_s"] / b["ok_per_s"], 3) if b["ok_per_s"] else None,
     }
+
+
+async def _count_all(url: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM events"))
+    finally:
+        await conn.close()

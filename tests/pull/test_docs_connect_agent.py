@@ -11,12 +11,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import ROOT
@@ -51,7 +54,7 @@ def _seeded(receiver: Any) -> tuple[Registered, dict[str, str]]:
 
 
 def test_every_block_is_covered_here() -> None:
-    handled = {"python": 2, "bash": 2, "json": 1, "text": 1, "js": 1}
+    handled = {"python": 2, "bash": 3, "json": 1, "text": 1, "js": 1}
     found: dict[str, int] = {}
     for block in code_blocks(PAGE):
         found[block.lang] = found.get(block.lang, 0) + 1
@@ -149,3 +152,47 @@ def test_the_page_documents_each_setting_it_relies_on(setting: str) -> None:
 
     assert setting.removeprefix("RECEIVER_").lower() in Settings.model_fields
     assert f"`{setting}`" in (ROOT / PAGE).read_text()
+
+
+def test_the_bridge_in_pull_mode(receiver: Any, tmp_path: Path) -> None:
+    from tests.conftest import free_port
+    from tests.fakes.llm import FakeLLM
+
+    _, env = _seeded(receiver)
+    port = free_port()
+    block = one_block(PAGE, "bridge serve", "bash")
+    script = block.text.replace(HERE, receiver.base_url).replace("--port 8090", f"--port {port}")
+    llm = FakeLLM().start()
+    proc = subprocess.Popen(
+        ["bash", "-c", script],
+        env={**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", **env,
+             "BRIDGE_LLM_BASE_URL": llm.base_url, "BRIDGE_LLM_API_KEY": "test",
+             "BRIDGE_LLM_MAX_RETRIES": "0"},
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,  # its own process group: stopped whole below
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, proc.communicate()[0][-3000:]
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).json().get("mode") == "pull":
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "bridge did not start"
+            time.sleep(0.1)
+        reply = httpx.get(f"{base}/reply/{env['USER_ID']}", params={"query": "what now?"},
+                          timeout=30).json()
+        assert reply["has_activity"] is True
+        assert "Invite member" in reply["reply"]
+        assert httpx.get(f"{base}/healthz", timeout=5).json()["pulls"] == 1
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        llm.stop()
