@@ -907,6 +907,10 @@ def ingest_index_ab(ctx: Ctx, conns: int = 64, rounds: int = 3) -> dict[str, Any
             "without_index": asyncio.run(_count_events(bare_url, sides["without_index"][1]["product_id"])),
         }
         table = asyncio.run(_count_all(ctx.db_url))
+        for srv in servers:
+            ctx.procs.stop(srv.proc)
+        servers.clear()
+        appends = asyncio.run(_append_ab(ctx, ctx.db_url, bare_url))
     finally:
         for srv in servers:
             ctx.procs.stop(srv.proc)
@@ -916,6 +920,52 @@ def ingest_index_ab(ctx: Ctx, conns: int = 64, rounds: int = 3) -> dict[str, Any
         "rounds": len(runs["with_index"]), "seconds_each": secs, "connections": conns,
         "rows_in_table": table, "db_rows": rows, "with_index": a, "without_index": b,
         "ratio": round(a["ok_per_s"] / b["ok_per_s"], 3) if b["ok_per_s"] else None,
+        "store_append": appends,
+    }
+
+
+async def _append_ab(ctx: Ctx, with_url: str, without_url: str, batch: int = 16) -> dict[str, Any]:
+    """The write path alone (store.append, batches of ``batch``: the group commit's usual size
+    under load), with and without the index, alternating short bursts: many alternations make
+    the shared machine's drift fall on both sides alike. The median of the per-pair ratios."""
+    from receiver.storage import store
+
+    bursts = 2 if ctx.smoke else 30
+    burst_s = 0.1 if ctx.smoke else 0.5
+    pools = {}
+    seq = 0
+    per_side: dict[str, list[float]] = {"with_index": [], "without_index": []}
+    try:
+        for label, url in (("with_index", with_url), ("without_index", without_url)):
+            pools[label] = await store.create_pool(url, max_size=1, timeout=30)
+            async with pools[label].acquire() as conn:
+                await conn.execute(
+                    "INSERT INTO products (product_id, contact_email, capture_token) "
+                    "VALUES ('ab-append', 'bench@example.com', 'tok-ab-append') ON CONFLICT DO NOTHING"
+                )
+        for i in range(bursts):
+            for label in (("with_index", "without_index") if i % 2 == 0
+                          else ("without_index", "with_index")):
+                n, spent = 0, 0.0
+                async with pools[label].acquire() as conn:
+                    while spent < burst_s:
+                        chunk = _pendings("ab-append", seq, batch)
+                        seq += batch
+                        t0 = time.perf_counter()
+                        await store.append(conn, chunk)
+                        spent += time.perf_counter() - t0
+                        n += batch
+                per_side[label].append(n / spent)
+    finally:
+        for pool in pools.values():
+            await pool.close()
+    ratios = sorted(a / b for a, b in zip(per_side["with_index"], per_side["without_index"],
+                                          strict=True))
+    return {
+        "batch": batch, "bursts": bursts, "burst_s": burst_s,
+        "with_index_rows_per_s": round(sum(per_side["with_index"]) / bursts, 1),
+        "without_index_rows_per_s": round(sum(per_side["without_index"]) / bursts, 1),
+        "median_ratio": round(ratios[len(ratios) // 2], 3),
     }
 
 

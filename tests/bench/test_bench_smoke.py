@@ -47,6 +47,7 @@ def test_bench_smoke(tmp_path: Path) -> None:
     if "ingest_index_ab" in scenarios:
         ab = results["ingest_index_ab"]
         assert ab["with_index"]["ok"] > 0 and ab["without_index"]["ok"] > 0 and ab["ratio"] > 0
+        assert ab["store_append"]["median_ratio"] > 0
     if "ingest_w1" in scenarios:
         ing = results["ingest_w1"]
         # Every 200 is a stored row; requests in flight when wrk stops commit unacknowledged.
