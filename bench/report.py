@@ -42,8 +42,8 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     if n:
         add(f"live-activity p99, {n:,} events, {g(r, 'live_activity', 'readers')} readers",
             g(r, "live_activity", "p99_ms"), 20, "<=", "ms")
-    add("ingest with / without the live-activity index (HTTP)", g(r, "ingest_index_ab", "ratio"),
-        0.95, ">=", "")
+    add("ingest with / without the live-activity index (HTTP, median of pairs)",
+        g(r, "ingest_index_ab", "median_pair_ratio"), 0.95, ">=", "")
     add("store.append with / without the live-activity index (median of pairs)",
         g(r, "ingest_index_ab", "store_append", "median_ratio"), 0.95, ">=", "")
     return out
@@ -108,7 +108,8 @@ def table(r: dict[str, Any]) -> str:
         rows.append((
             "ingest with / without the live-activity index, 200/s",
             f"{_f(g(d, 'with_index', 'ok_per_s'))} / {_f(g(d, 'without_index', 'ok_per_s'))}", "-",
-            f"{_f(d['ratio'], 3)}; table of {d['rows_in_table']:,} rows",
+            f"overall {_f(d['ratio'], 3)}, median of {d['rounds']} pairs "
+            f"{_f(d.get('median_pair_ratio'), 3)}; table of {d['rows_in_table']:,} rows",
         ))
         sa = d.get("store_append") or {}
         if sa:

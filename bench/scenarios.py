@@ -864,7 +864,7 @@ def _wrk_live(ctx: Ctx, srv: Server, project: dict[str, Any], users: int, second
     return d
 
 
-def ingest_index_ab(ctx: Ctx, conns: int = 64, rounds: int = 3) -> dict[str, Any]:
+def ingest_index_ab(ctx: Ctx, conns: int = 64, rounds: int = 4) -> dict[str, Any]:
     """Ingest with and without ix_events_live_activity, on copies of the same table (whatever the
     earlier scenarios left in it: after live_activity, a million rows).
 
@@ -878,7 +878,7 @@ def ingest_index_ab(ctx: Ctx, conns: int = 64, rounds: int = 3) -> dict[str, Any
             return {"skipped": "wrk is not installed"}
         raise RuntimeError("wrk is not installed (bench/run.sh installs it with apt-get)")
     rounds = 1 if ctx.smoke else rounds
-    secs = ctx.seconds(5, 3)
+    secs = ctx.seconds(4, 2)
     name = ctx.db_url.rsplit("/", 1)[1]
     bare = f"{name}_noindex"
     bare_url = ctx.db_url.rsplit("/", 1)[0] + "/" + bare
@@ -902,6 +902,11 @@ def ingest_index_ab(ctx: Ctx, conns: int = 64, rounds: int = 3) -> dict[str, Any
         for label in order[: 2 * rounds] if ctx.smoke else order:
             url, project = sides[label]
             runs[label].append(wrk(ctx, url, project["secret"], secs, conns))
+        # Run k of one side is paired with run k of the other (adjacent in the ABBA order).
+        pair_ratios = sorted(
+            a["ok_per_s"] / b["ok_per_s"]
+            for a, b in zip(runs["with_index"], runs["without_index"], strict=True) if b["ok_per_s"]
+        )
         rows = {
             "with_index": asyncio.run(_count_events(ctx.db_url, sides["with_index"][1]["product_id"])),
             "without_index": asyncio.run(_count_events(bare_url, sides["without_index"][1]["product_id"])),
@@ -920,6 +925,7 @@ def ingest_index_ab(ctx: Ctx, conns: int = 64, rounds: int = 3) -> dict[str, Any
         "rounds": len(runs["with_index"]), "seconds_each": secs, "connections": conns,
         "rows_in_table": table, "db_rows": rows, "with_index": a, "without_index": b,
         "ratio": round(a["ok_per_s"] / b["ok_per_s"], 3) if b["ok_per_s"] else None,
+        "median_pair_ratio": round(pair_ratios[len(pair_ratios) // 2], 3) if pair_ratios else None,
         "store_append": appends,
     }
 
