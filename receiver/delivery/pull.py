@@ -216,6 +216,7 @@ async def find_users(
         400: apidoc.error("limit or since_seconds out of range, or an invalid user_id."),
         401: apidoc.error("Missing or invalid Bearer MCP key."),
         403: apidoc.error("The key belongs to another product."),
+        404: apidoc.error("No such route: a path segment holds a line break."),
         429: apidoc.error("Too many failed keys, or reads over this key's rate; retry later."),
         503: apidoc.error("Database unavailable, the read timed out, or shutting down; retry."),
     },
