@@ -231,12 +231,19 @@ async def create(
     config_json = orjson.dumps(integration_config or {"mode": "sse"}).decode()
     async with conn.transaction():
         existing = await conn.fetchrow(
-            "SELECT capture_token FROM products WHERE product_id = $1 FOR UPDATE", product_id
+            "SELECT capture_token, provider FROM products WHERE product_id = $1 FOR UPDATE",
+            product_id,
         )
         if existing is not None and not force:
             raise ConflictError(
                 f"product {product_id!r} is already registered; "
                 "pass force_reregister=true to rotate its credentials"
+            )
+        if existing is not None and existing["provider"] is not None:
+            # Its owner token guards rotation: force_reregister must not be a way around it.
+            raise ForbiddenError(
+                f"product {product_id!r} was registered by {existing['provider']} project id; "
+                "register that project again with its owner_token to rotate its credentials"
             )
         if existing is None:
             capture_token = security.new_capture_token()

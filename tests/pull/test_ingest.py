@@ -161,3 +161,11 @@ async def test_ingest_is_503_while_the_database_is_down(receiver: Any, pg: Any, 
         await admin.close()
     assert p.post(_batch(3), bearer=True).status_code == 200
     assert len(p.live("load-user").json()["actions"]) == 3
+
+
+def test_a_project_product_cannot_be_rotated_around_its_owner_token(receiver: Any) -> None:
+    p = register_project(receiver.base_url)
+    r = httpx.post(f"{receiver.base_url}/products", timeout=10, json={
+        "product_id": p.product_id, "contact_email": "x@example.com", "force_reregister": True})
+    assert r.status_code == 403 and "owner_token" in r.json()["detail"]
+    assert p.live("u").status_code == 200  # its key still works: nothing was rotated
