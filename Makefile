@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-faults demo bench bench-smoke lint venv clean rasa-venv browser-deps sdk013-venv security-deps
+.PHONY: run test test-fast test-faults demo bench bench-smoke lint venv clean rasa-venv browser-deps sdk013-venv security-deps mcp-node-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(VENV)/bin/receiver serve
 
 ## The whole suite against a throwaway Postgres.
-test: $(STAMP) browser-deps rasa-venv sdk013-venv security-deps
+test: $(STAMP) browser-deps rasa-venv sdk013-venv security-deps mcp-node-deps
 	$(PY) -m ruff check receiver bridge tests migrations posthog scripts bench
 	$(PY) -m pytest -q -ra
 
@@ -48,6 +48,10 @@ demo: $(STAMP)
 rasa-venv:
 	@bash scripts/rasa-venv.sh
 
+## The official MCP TypeScript SDK for the Node client test (tests/mcp_node, npm ci).
+mcp-node-deps:
+	@bash scripts/mcp-node-deps.sh
+
 ## The stock autoplay-sdk 0.13.0 in a venv of its own (tests drive it in a subprocess).
 sdk013-venv:
 	@bash scripts/sdk013-venv.sh
@@ -61,4 +65,4 @@ bench-smoke: $(STAMP)
 	$(PY) -m pytest -q tests/bench
 
 clean:
-	rm -rf $(VENV) .venv-rasa .venv-sdk013 .data node_modules
+	rm -rf $(VENV) .venv-rasa .venv-sdk013 .data node_modules tests/mcp_node/node_modules

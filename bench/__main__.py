@@ -27,7 +27,7 @@ from bench.common import ROOT, Procs, dump_json
 
 SCENARIOS = [
     "ingest_w1", "ingest_w2", "ack_latency", "e2e_1", "e2e_100", "fanout_1000", "fanout_5000",
-    "replay", "db", "adversarial",
+    "replay", "db", "adversarial", "live_activity", "ingest_index_ab",
 ]
 
 
@@ -54,6 +54,10 @@ def run_one(name: str, ctx: scenarios.Ctx) -> dict[str, Any]:
         from bench import adversarial
 
         return adversarial.adversarial(ctx)
+    if name == "live_activity":
+        return scenarios.live_activity(ctx)
+    if name == "ingest_index_ab":
+        return scenarios.ingest_index_ab(ctx)
     raise ValueError(name)
 
 

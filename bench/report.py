@@ -42,6 +42,14 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         50, "<=", "x")
     add("hostile request peak memory, 4 at once", g(r, "adversarial", "worst_peak_4x", "mib"),
         64, "<=", "MiB above idle")
+    n = g(r, "live_activity", "events")
+    if n:
+        add(f"live-activity p99, {n:,} events, {g(r, 'live_activity', 'readers')} readers",
+            g(r, "live_activity", "p99_ms"), 20, "<=", "ms")
+    add("ingest with / without the live-activity index (HTTP, median of pairs)",
+        g(r, "ingest_index_ab", "median_pair_ratio"), 0.95, ">=", "")
+    add("store.append with / without the live-activity index (median of pairs)",
+        g(r, "ingest_index_ab", "store_append", "median_ratio"), 0.95, ">=", "")
     return out
 
 
@@ -100,6 +108,31 @@ def table(r: dict[str, Any]) -> str:
                          + ("" if peak is None else f"; 4 at once +{_f(peak, 1)} MiB")))
         rows.append(("hostile: slowest /healthz meanwhile", f"{_f(d['healthz_max_ms'], 1)} ms", "-",
                      "unexpected statuses: " + (", ".join(d["unexpected_statuses"]) or "none")))
+    d = r.get("live_activity")
+    if d and "p50_ms" in d:
+        sat = d.get("saturated") or {}
+        rows.append((
+            f"live activity, {d['events']:,} events, {d['readers']} readers @{_f(d['rate'], 0)}/s "
+            "p50/p99/p99.9 ms",
+            f"{_f(d['p50_ms'], 2)} / {_f(d['p99_ms'], 2)} / {_f(d['p999_ms'], 2)}", "-",
+            f"{d['ok']:,}/{d['scheduled']:,} ok; saturated (wrk): {_f(sat.get('ok_per_s'))} reads/s, "
+            f"p99 {_f((sat.get('lat_p99_us') or 0) / 1000, 1)} ms",
+        ))
+    d = r.get("ingest_index_ab")
+    if d and "ratio" in d:
+        rows.append((
+            "ingest with / without the live-activity index, 200/s",
+            f"{_f(g(d, 'with_index', 'ok_per_s'))} / {_f(g(d, 'without_index', 'ok_per_s'))}", "-",
+            f"overall {_f(d['ratio'], 3)}, median of {d['rounds']} pairs "
+            f"{_f(d.get('median_pair_ratio'), 3)}; table of {d['rows_in_table']:,} rows",
+        ))
+        sa = d.get("store_append") or {}
+        if sa:
+            rows.append((
+                f"store.append batch {sa['batch']} with / without the index, rows/s",
+                f"{_f(sa['with_index_rows_per_s'])} / {_f(sa['without_index_rows_per_s'])}", "-",
+                f"median of {sa['bursts']} pair ratios: {_f(sa['median_ratio'], 3)}",
+            ))
     d = r.get("db")
     if d:
         w1 = g(r, "ingest_w1", "receiver", "ok_per_s")

@@ -16,10 +16,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from bench.common import (
     BODY_TEMPLATE,
@@ -697,3 +699,287 @@ async def _db_ceiling(ctx: Ctx) -> dict[str, Any]:
     finally:
         await pool.close()
     return out
+
+
+# --------------------------------------------------------------------------- 7: live activity
+
+
+
+
+def make_project(srv: Server, project_id: str) -> dict[str, Any]:
+    """A product registered by project id (autoplay-sdk 0.13.0's body): id, ingest secret, MCP key."""
+    r = httpx.post(
+        f"{srv.base}/products", timeout=10,
+        json={"provider": "posthog", "provider_project_id": project_id,
+              "contact_email": "bench@example.com"},
+    )
+    r.raise_for_status()
+    d = r.json()
+    return {"product_id": d["product_id"], "secret": d["credentials"]["ingest_secret"],
+            "mcp_key": d["credentials"]["mcp_key"]}
+
+
+async def _seed_activity(url: str, product_id: str, events: int, users: int) -> dict[str, Any]:
+    """``events`` rows for ``users`` users, interleaved (each user's rows spread over the whole
+    table), received over the last ~20 minutes (all inside the live window: the worst case for
+    it), a quarter of them internal events ($identify) that live activity never reads. COPY, in
+    chunks."""
+    import asyncpg
+
+    from receiver.ingest import normalize
+    from receiver.storage import store
+    from receiver.storage.store import Pending
+
+    now = datetime.now(UTC)
+    pages = ["team", "billing", "projects/8821034", "settings/profile", "reports"]
+    templates = []
+    for k, page in enumerate(pages):
+        for kind, extra in (("$pageview", {}), ("$autocapture", {"$el_text": f"Button {k}"}),
+                            ("$autocapture", {"$el_text": f"Save {k}"}), ("$identify", {})):
+            raw = orjson.loads(body(uuid_for(0xA11CE, k), now.timestamp(), k))
+            raw.update({"event": kind, "current_url": f"https://app.example.com/{page}?tab=x", **extra})
+            templates.append(store._record(Pending(product_id, now, normalize.from_webhook(
+                raw, received_at=now)), 0, 0))
+    span = timedelta(minutes=20)
+    conn = await asyncpg.connect(store.asyncpg_dsn(url))
+    await store._init_connection(conn)
+    t = time.perf_counter()
+    try:
+        chunk = 50_000
+        for start in range(0, events, chunk):
+            records = []
+            for i in range(start, min(events, start + chunk)):
+                user = i % users
+                tpl = templates[(i // users) % len(templates)]
+                at = now - span + span * (i / events)
+                r = list(tpl)
+                r[1], r[2], r[3] = i + 1, at, at  # position, received_at, occurred_at
+                r[8] = f"h:seed-{i}"  # dedup_key
+                r[9], r[10] = f"s-{user}-{i // (users * 25)}", f"user-{user}"  # session, distinct_id
+                r[23] = i // users  # session_index
+                records.append(tuple(r))
+            await conn.copy_records_to_table(
+                "events", records=records, columns=store.EVENT_INSERT_COLUMNS
+            )
+        await conn.execute("UPDATE products SET last_position = $2 WHERE product_id = $1",
+                           product_id, events)
+        await conn.execute("ANALYZE events")
+        load_s = time.perf_counter() - t
+        plan = await conn.fetchval(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + _live_sql(),
+            product_id, "user-7", now - timedelta(minutes=30), 20,
+        )
+        total = await conn.fetchval("SELECT count(*) FROM events")
+    finally:
+        await conn.close()
+    top = orjson.loads(plan)[0] if isinstance(plan, str) else plan[0]
+    per_user = events // users
+    visible = sum(1 for j in range(per_user) if templates[j % len(templates)][6] != "internal")
+    return {"seed_s": round(load_s, 1), "events_in_table": int(total),
+            "expected_per_answer": min(20, visible),
+            "plan": _plan_summary(top["Plan"]), "plan_ms": top.get("Execution Time")}
+
+
+def _live_sql() -> str:
+    from receiver.storage.reads import LIVE_ACTIVITY_SQL
+
+    return LIVE_ACTIVITY_SQL
+
+
+def _plan_summary(node: dict[str, Any]) -> list[str]:
+    """The plan's nodes, one line each: type, relation/index, rows (what EXPLAIN shows first)."""
+    out: list[str] = []
+
+    def walk(n: dict[str, Any], depth: int) -> None:
+        what = n.get("Index Name") or n.get("Relation Name") or ""
+        out.append(f"{'  ' * depth}{n['Node Type']} {what} rows={n.get('Actual Rows')} "
+                   f"buffers={n.get('Shared Hit Blocks', 0) + n.get('Shared Read Blocks', 0)}".rstrip())
+        for child in n.get("Plans", []):
+            walk(child, depth + 1)
+
+    walk(node, 0)
+    return out
+
+
+def pullgen(ctx: Ctx, srv: Server, project: dict[str, Any], users: int, rate: float,
+            seconds: float, readers: int) -> dict[str, Any]:
+    out = ctx.work / f"pullgen-{time.monotonic_ns()}.json"
+    p = ctx.procs.start(
+        [PY, "-m", "bench.pullgen", "--port", str(srv.port), "--product", project["product_id"],
+         "--key", project["mcp_key"], "--users", str(users), "--rate", str(rate),
+         "--duration", str(seconds), "--conns", str(readers), "--out", str(out)],
+        cwd=ROOT,
+    )
+    try:
+        p.wait(timeout=seconds + 90)
+    finally:
+        ctx.procs.stop(p)
+    return json.loads(out.read_text())
+
+
+def live_activity(ctx: Ctx, events: int = 1_000_000, users: int = 10_000, readers: int = 100,
+                  rate: float = 500) -> dict[str, Any]:
+    """GET live-activity at ``events`` stored events: ``readers`` keep-alive readers at a constant
+    ``rate`` (open loop: latency from the scheduled time), then as fast as they can (wrk)."""
+    if ctx.quick:
+        events = 100_000
+    if ctx.smoke:
+        events, users, readers, rate = 2_000, 100, 10, 100
+    secs = ctx.seconds(10, 3)
+    srv = start_receiver(ctx, 1, RECEIVER_READ_RATE_LIMIT="0")
+    try:
+        project = make_project(srv, f"live-{os.getpid()}")
+        seeded = asyncio.run(_seed_activity(ctx.db_url, project["product_id"], events, users))
+        pullgen(ctx, srv, project, users, rate, 1.0, readers)  # warm the pools and caches
+        res = pullgen(ctx, srv, project, users, rate, secs, readers)
+        saturated = None
+        if shutil.which("wrk") is not None:
+            saturated = _wrk_live(ctx, srv, project, users, secs, readers)
+    finally:
+        ctx.procs.stop(srv.proc)
+    return {
+        "events": events, "users": users, "readers": readers, "rate": rate, "seconds": secs,
+        **seeded,
+        "scheduled": res["scheduled"], "ok": res["ok"], "statuses": res["statuses"],
+        "errors": res["errors"], "actions_per_answer": res["actions_per_answer"],
+        **summarize_ms(res["latencies_s"]),
+        "saturated": saturated,
+    }
+
+
+def _wrk_live(ctx: Ctx, srv: Server, project: dict[str, Any], users: int, seconds: float,
+              conns: int) -> dict[str, Any]:
+    env = {**os.environ, "BENCH_PRODUCT": project["product_id"], "BENCH_KEY": project["mcp_key"],
+           "BENCH_USERS": str(users), "BENCH_LIMIT": "20"}
+    res = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(seconds))}s", "--timeout", "10s", "-s",
+         str(ROOT / "bench" / "wrk" / "live.lua"), f"{srv.base}/"],
+        env=env, capture_output=True, text=True, timeout=seconds + 60, check=False,
+    )
+    line = next((x for x in res.stdout.splitlines() if x.startswith("BENCH ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk failed: {res.stdout[-1000:]} {res.stderr[-1000:]}")
+    d = json.loads(line[6:])
+    d["ok_per_s"] = round(d["ok"] / (d["duration_us"] / 1e6), 1)
+    return d
+
+
+def ingest_index_ab(ctx: Ctx, conns: int = 64, rounds: int = 4) -> dict[str, Any]:
+    """Ingest with and without ix_events_live_activity, on copies of the same table (whatever the
+    earlier scenarios left in it: after live_activity, a million rows).
+
+    The copy without the index is a second database made from the first as a template, so
+    neither side pays for building or dropping an index (and the checkpoint that follows)
+    during the measurement. Two receivers, one per database; the runs alternate ABBA so drift
+    in the shared machine's load falls on both sides alike.
+    """
+    if shutil.which("wrk") is None:
+        if ctx.smoke:
+            return {"skipped": "wrk is not installed"}
+        raise RuntimeError("wrk is not installed (bench/run.sh installs it with apt-get)")
+    rounds = 1 if ctx.smoke else rounds
+    secs = ctx.seconds(4, 2)
+    name = ctx.db_url.rsplit("/", 1)[1]
+    bare = f"{name}_noindex"
+    bare_url = ctx.db_url.rsplit("/", 1)[0] + "/" + bare
+    admin = _dsn(ctx.db_url).rsplit("/", 1)[0] + "/postgres"
+    asyncio.run(_admin(admin, f"CREATE DATABASE {bare} TEMPLATE {name}"))
+    servers: list[Server] = []
+    try:
+        asyncio.run(_admin(_dsn(bare_url), "DROP INDEX ix_events_live_activity"))
+        with_idx = start_receiver(ctx, 1)
+        servers.append(with_idx)
+        without = start_receiver(ctx, 1, RECEIVER_DATABASE_URL=bare_url)
+        servers.append(without)
+        sides = {}
+        for label, srv in (("with_index", with_idx), ("without_index", without)):
+            project = make_project(srv, f"ab-{label}-{os.getpid()}")
+            url = f"{srv.base}/ingest/{project['product_id']}"
+            wrk(ctx, url, project["secret"], ctx.seconds(2, 1), conns)  # warm-up
+            sides[label] = (url, project)
+        runs: dict[str, list[dict[str, Any]]] = {"with_index": [], "without_index": []}
+        order = ["with_index", "without_index", "without_index", "with_index"] * rounds
+        for label in order[: 2 * rounds] if ctx.smoke else order:
+            url, project = sides[label]
+            runs[label].append(wrk(ctx, url, project["secret"], secs, conns))
+        # Run k of one side is paired with run k of the other (adjacent in the ABBA order).
+        pair_ratios = sorted(
+            a["ok_per_s"] / b["ok_per_s"]
+            for a, b in zip(runs["with_index"], runs["without_index"], strict=True) if b["ok_per_s"]
+        )
+        rows = {
+            "with_index": asyncio.run(_count_events(ctx.db_url, sides["with_index"][1]["product_id"])),
+            "without_index": asyncio.run(_count_events(bare_url, sides["without_index"][1]["product_id"])),
+        }
+        table = asyncio.run(_count_all(ctx.db_url))
+        for srv in servers:
+            ctx.procs.stop(srv.proc)
+        servers.clear()
+        appends = asyncio.run(_append_ab(ctx, ctx.db_url, bare_url))
+    finally:
+        for srv in servers:
+            ctx.procs.stop(srv.proc)
+        asyncio.run(_admin(admin, f"DROP DATABASE IF EXISTS {bare} WITH (FORCE)"))
+    a, b = _sum_wrk(runs["with_index"]), _sum_wrk(runs["without_index"])
+    return {
+        "rounds": len(runs["with_index"]), "seconds_each": secs, "connections": conns,
+        "rows_in_table": table, "db_rows": rows, "with_index": a, "without_index": b,
+        "ratio": round(a["ok_per_s"] / b["ok_per_s"], 3) if b["ok_per_s"] else None,
+        "median_pair_ratio": round(pair_ratios[len(pair_ratios) // 2], 3) if pair_ratios else None,
+        "store_append": appends,
+    }
+
+
+async def _append_ab(ctx: Ctx, with_url: str, without_url: str, batch: int = 16) -> dict[str, Any]:
+    """The write path alone (store.append, batches of ``batch``: the group commit's usual size
+    under load), with and without the index, alternating short bursts: many alternations make
+    the shared machine's drift fall on both sides alike. The median of the per-pair ratios."""
+    from receiver.storage import store
+
+    bursts = 2 if ctx.smoke else 30
+    burst_s = 0.1 if ctx.smoke else 0.5
+    pools = {}
+    seq = 0
+    per_side: dict[str, list[float]] = {"with_index": [], "without_index": []}
+    try:
+        for label, url in (("with_index", with_url), ("without_index", without_url)):
+            pools[label] = await store.create_pool(url, max_size=1, timeout=30)
+            async with pools[label].acquire() as conn:
+                await conn.execute(
+                    "INSERT INTO products (product_id, contact_email, capture_token) "
+                    "VALUES ('ab-append', 'bench@example.com', 'tok-ab-append') ON CONFLICT DO NOTHING"
+                )
+        for i in range(bursts):
+            for label in (("with_index", "without_index") if i % 2 == 0
+                          else ("without_index", "with_index")):
+                n, spent = 0, 0.0
+                async with pools[label].acquire() as conn:
+                    while spent < burst_s:
+                        chunk = _pendings("ab-append", seq, batch)
+                        seq += batch
+                        t0 = time.perf_counter()
+                        await store.append(conn, chunk)
+                        spent += time.perf_counter() - t0
+                        n += batch
+                per_side[label].append(n / spent)
+    finally:
+        for pool in pools.values():
+            await pool.close()
+    ratios = sorted(a / b for a, b in zip(per_side["with_index"], per_side["without_index"],
+                                          strict=True))
+    return {
+        "batch": batch, "bursts": bursts, "burst_s": burst_s,
+        "with_index_rows_per_s": round(sum(per_side["with_index"]) / bursts, 1),
+        "without_index_rows_per_s": round(sum(per_side["without_index"]) / bursts, 1),
+        "median_ratio": round(ratios[len(ratios) // 2], 3),
+    }
+
+
+async def _count_all(url: str) -> int:
+    import asyncpg
+
+    conn = await asyncpg.connect(_dsn(url))
+    try:
+        return int(await conn.fetchval("SELECT count(*) FROM events"))
+    finally:
+        await conn.close()

@@ -1,11 +1,16 @@
-"""FastAPI app for the bridge: the SDK stream consumer plus ``/healthz`` and ``/reply``.
+"""FastAPI app for the bridge: ``/reply`` and ``/healthz``, with activity from one of two modes.
+
+* ``stream`` (default, the tutorial's): the SDK stream consumer feeds an in-memory context store
+  (:class:`~bridge.state.BridgeState`); ``/reply`` reads it.
+* ``pull`` (autoplay-sdk 0.13.0's Rasa recipe): no stream and no store; ``/reply`` reads the
+  user's live activity over REST (:mod:`bridge.pull`) at the moment it answers.
 
 ``/reply`` requires ``Authorization: Bearer $BRIDGE_REPLY_TOKEN`` (the Rasa action sends it):
 it answers with a user's activity-grounded text and spends LLM money, so it is for the action
 server only, and the bridge belongs on a private network (docker compose publishes no port).
 
-``create_app(settings)`` builds a fresh :class:`~bridge.state.BridgeState` for every app, so
-several bridges can run in one process.
+``create_app(settings)`` builds fresh state for every app, so several bridges can run in one
+process.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 
 from bridge.llm import LLM, LLMError
 from bridge.prompts import name_from_email, system_prompt_for
+from bridge.pull import ActivityReader, activity_text, email_of
 from bridge.settings import BridgeSettings
 from bridge.state import BridgeState
 
@@ -59,15 +65,22 @@ class Bridge:
         self.settings = settings
         self.llm = LLM(settings)
         self.state = BridgeState(settings, summarise=self.llm.summarise)
+        self.reader = ActivityReader(settings) if settings.mode == "pull" else None
         self.stream_url = (
-            stream_url_with_replay(settings.stream_url, settings.lookback_seconds)
+            stream_url_with_replay(settings.stream_url or "", settings.lookback_seconds)
             if settings.replay
-            else settings.stream_url
+            else settings.stream_url or ""
         )
         self._client: AsyncConnectorClient | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        if self.reader is not None:
+            log.info(
+                "pull mode: live activity of product %s from %s",
+                self.settings.product_id, self.settings.activity_url,
+            )
+            return
         self._client = AsyncConnectorClient(
             url=self.stream_url,
             token=self.settings.stream_token.get_secret_value(),
@@ -90,6 +103,8 @@ class Bridge:
                 await self._task
             self._task = None
         await self._stop_summarizer_workers()
+        if self.reader is not None:
+            await self.reader.aclose()
         await self.llm.aclose()
 
     async def _stop_summarizer_workers(self) -> None:
@@ -102,8 +117,20 @@ class Bridge:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def context(self, user_id: str) -> tuple[str, str | None]:
+        """The user's activity text and email, from the stream's store or pulled right now."""
+        if self.reader is None:
+            return self.state.recent_activity(user_id), self.state.email_for(user_id)
+        actions = await self.reader.actions(user_id)
+        return activity_text(actions), email_of(actions)
+
+    def health(self) -> dict[str, Any]:
+        if self.reader is not None:
+            return self.reader.stats()
+        return {"mode": "stream", **self.state.stats()}
+
     async def reply(self, user_id: str, query: str) -> dict[str, Any]:
-        activity = self.state.recent_activity(user_id)
+        activity, email = await self.context(user_id)
         assembly = ChatContextAssembly(
             recent_activity=activity,
             kb_records_text="",
@@ -111,7 +138,7 @@ class Bridge:
             user_message=query,
         )
         user_prompt = build_user_prompt_block(assembly)
-        name = name_from_email(self.state.email_for(user_id))
+        name = name_from_email(email)
         has_activity = bool(assembly.recent_activity.strip())
         try:
             text = await self.llm.complete(
@@ -178,7 +205,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz(bridge: BridgeDep) -> dict[str, Any]:
-        return {"status": "ok", **bridge.state.stats()}
+        return {"status": "ok", **bridge.health()}
 
     # ":path" so ids containing "/" (percent-encoded by the action) still route here.
     @app.get("/reply/{user_id:path}")

@@ -10,7 +10,9 @@ There is no module-level instance: ``cli`` builds a :class:`BridgeSettings` and 
 
 from __future__ import annotations
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from typing import Literal, Self
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_REPLY_TOKEN_CHARS = 16
@@ -29,8 +31,20 @@ class BridgeSettings(BaseSettings):
         hide_input_in_errors=True,  # a rejected token is never echoed
     )
 
+    # --- where activity comes from -------------------------------------------------------------
+    # stream: hold the SDK stream open and keep context in memory (the tutorial, autoplay-sdk
+    # 0.7.2). pull: read the user's live activity over REST on every reply (0.13.0's recipe).
+    mode: Literal["stream", "pull"] = Field(
+        default="stream", validation_alias=_env("BRIDGE_MODE"),
+        description="stream (the tutorial: SSE + in-memory context) or pull (live activity over "
+        "REST at each reply; no stream, no store).",
+    )
+
     # --- the event stream (our receiver, or the hosted connector) ------------------------------
-    stream_url: str = Field(validation_alias=_env("BRIDGE_STREAM_URL", "STREAM_URL"))
+    stream_url: str | None = Field(
+        default=None, validation_alias=_env("BRIDGE_STREAM_URL", "STREAM_URL"),
+        description="stream mode: the product's /stream/<product_id> URL.",
+    )
     stream_token: SecretStr = Field(
         default=SecretStr(""),
         validation_alias=_env("BRIDGE_STREAM_TOKEN", "UNKEY_API_KEY"),
@@ -38,6 +52,27 @@ class BridgeSettings(BaseSettings):
     # Ask the receiver for the last LOOKBACK_SECONDS of events on every (re)connect, so a
     # restarted bridge answers with context at once. Turn off for servers that reject the query.
     replay: bool = Field(default=True, validation_alias=_env("BRIDGE_REPLAY"))
+
+    # --- pull mode: live activity over REST ----------------------------------------------------
+    activity_url: str | None = Field(
+        default=None,
+        validation_alias=_env("BRIDGE_ACTIVITY_URL", "CONNECTOR_URL", "MCP_URL"),
+        description="pull mode: the receiver's base URL (the origin of mcp_url; a trailing /mcp is "
+        "dropped).",
+    )
+    product_id: str | None = Field(
+        default=None, validation_alias=_env("BRIDGE_PRODUCT_ID", "PRODUCT_ID"),
+        description="pull mode: the product whose users' activity is read.",
+    )
+    mcp_key: SecretStr = Field(
+        default=SecretStr(""), validation_alias=_env("BRIDGE_MCP_KEY", "MCP_KEY"),
+        description="pull mode: the product's MCP key (Authorization: Bearer).",
+    )
+    activity_timeout_s: float = Field(
+        default=5.0, gt=0, validation_alias=_env("BRIDGE_ACTIVITY_TIMEOUT_S"),
+        description="pull mode: longest wait for one live-activity read; then the reply goes on "
+        "without context.",
+    )
 
     # --- the LLM (any OpenAI-compatible endpoint) ---------------------------------------------
     llm_api_key: SecretStr = Field(
@@ -101,7 +136,9 @@ class BridgeSettings(BaseSettings):
 
     @field_validator("stream_url")
     @classmethod
-    def _stream_url_is_http(cls, value: str) -> str:
+    def _stream_url_is_http(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
         value = value.strip()
         if not value.startswith(("http://", "https://")):
             raise ValueError("STREAM_URL must be an http(s) URL ending in /stream/<product_id>")
@@ -118,6 +155,31 @@ class BridgeSettings(BaseSettings):
                 "(e.g. `openssl rand -base64 32`)"
             )
         return value
+    @field_validator("activity_url")
+    @classmethod
+    def _activity_origin(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("BRIDGE_ACTIVITY_URL must be the receiver's http(s) base URL")
+        return value.removesuffix("/mcp")
+
+    @model_validator(mode="after")
+    def _mode_has_what_it_needs(self) -> Self:
+        if self.mode == "stream" and self.stream_url is None:
+            raise ValueError("STREAM_URL (BRIDGE_STREAM_URL) is required in stream mode")
+        if self.mode == "pull":
+            missing = [
+                name for name, value in (
+                    ("BRIDGE_ACTIVITY_URL", self.activity_url),
+                    ("BRIDGE_PRODUCT_ID", self.product_id),
+                    ("BRIDGE_MCP_KEY", self.mcp_key.get_secret_value()),
+                ) if not value
+            ]
+            if missing:
+                raise ValueError(f"pull mode needs {', '.join(missing)}")
+        return self
 
     @field_validator("llm_base_url")
     @classmethod

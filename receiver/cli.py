@@ -3,7 +3,10 @@
     receiver serve [--host H] [--port P] [--workers N]
     receiver migrate
     receiver product create <id> --contact-email E [--json]
-    receiver product list | show <id> | rotate <id> [--stream-key] [--grace-seconds S] | delete <id> --yes
+    receiver product create --provider posthog|amplitude --project-id P --contact-email E
+                            [--name N] [--owner-token T] [--json]
+    receiver product list | show <id> | delete <id> --yes
+    receiver product rotate <id> [--stream-key] [--mcp-key] [--grace-seconds S]
     receiver product policy <id> [--email keep|hash|drop] [--query keep|strip] [--redact REGEX]...
 
     receiver sql [psql options...]
@@ -172,7 +175,12 @@ def product_command(args: argparse.Namespace, settings: Settings) -> int:
         migrate.upgrade(settings.database_url_str())
         base = settings.base_url()
         action = args.product_action
+        if action == "create" and args.provider is not None:
+            return _create_by_project(args, settings, base)
         if action == "create":
+            if args.product_id is None:
+                print("error: give a product id, or --provider and --project-id", file=sys.stderr)
+                return 2
             issued = _run(
                 _with_conn(
                     settings,
@@ -190,8 +198,9 @@ def product_command(args: argparse.Namespace, settings: Settings) -> int:
             _print(_run(_with_conn(settings, products.list_all)), args.json)
         elif action == "show":
             info = _run(_with_conn(settings, lambda c: products.describe(c, args.product_id)))
-            info["webhook_url"] = f"{base}/webhook/{args.product_id}"
-            info["stream_url"] = f"{base}/stream/{args.product_id}"
+            every = products.urls(base, args.product_id)
+            for key in ("webhook_url", "ingest_url", "stream_url", "mcp_url", "live_activity_url"):
+                info[key] = every[key]
             _print(info, args.json)
         elif action == "rotate":
             grace = settings.secret_grace_seconds if args.grace_seconds is None else args.grace_seconds
@@ -200,7 +209,8 @@ def product_command(args: argparse.Namespace, settings: Settings) -> int:
                     settings,
                     lambda c: products.rotate(
                         c, args.product_id, webhook_secret=not args.stream_key_only,
-                        stream_key=args.stream_key or args.stream_key_only, grace_seconds=grace,
+                        stream_key=args.stream_key or args.stream_key_only,
+                        mcp_key=args.mcp_key, grace_seconds=grace,
                     ),
                 )
             )
@@ -218,6 +228,36 @@ def product_command(args: argparse.Namespace, settings: Settings) -> int:
                 return 2
             removed = _run(_with_conn(settings, lambda c: products.delete(c, args.product_id)))
             _print({"deleted": args.product_id, "events_removed": removed}, args.json)
+    return 0
+
+
+def _create_by_project(args: argparse.Namespace, settings: Settings, base: str) -> int:
+    """``product create --provider … --project-id …``: what 0.13.0's onboard_product does."""
+    if args.product_id is not None or args.project_id is None:
+        print(
+            "error: --provider needs --project-id and no product id (one is issued)",
+            file=sys.stderr,
+        )
+        return 2
+    registration = _run(
+        _with_conn(
+            settings,
+            lambda c: products.register_by_project(
+                c, provider=args.provider, provider_project_id=args.project_id,
+                contact_email=args.contact_email, name=args.name, owner_token=args.owner_token,
+                grace_seconds=settings.secret_grace_seconds,
+            ),
+        )
+    )
+    out = registration.as_dict(base)
+    if args.json:
+        _print(out, True)
+        return 0
+    print("Save these now: the secrets and the owner token are shown only once.\n")
+    flat = {k: v for k, v in out.items() if not isinstance(v, dict)}
+    flat.update(out["setup"])
+    flat.update({k: v for k, v in out["credentials"].items() if v is not None})
+    _print(flat, False)
     return 0
 
 
@@ -390,23 +430,60 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_prod = sub.add_parser("product", help="manage products")
     psub = p_prod.add_subparsers(dest="product_action", required=True)
-    p_create = psub.add_parser("create", help="register a product and print its credentials")
-    p_create.add_argument("product_id")
-    p_create.add_argument("--contact-email", required=True)
-    p_create.add_argument("--force", action="store_true", help="re-register: rotate credentials")
-    p_list = psub.add_parser("list")
-    p_show = psub.add_parser("show")
-    p_show.add_argument("product_id")
+    p_create = psub.add_parser(
+        "create",
+        help="register a product and print its credentials (shown once)",
+        description="Register a product under an id of your choosing (the 0.7.2 way), or by "
+        "analytics project (--provider and --project-id; an opaque id is issued, as autoplay-sdk "
+        "0.13.0's onboard_product does). Either way it gets every credential: webhook/ingest "
+        "secret, stream key, MCP key and capture token.",
+    )
+    p_create.add_argument(
+        "product_id", nargs="?",
+        help="the product id to register (omit with --provider/--project-id)",
+    )
+    p_create.add_argument(
+        "--contact-email", required=True, help="who to contact about this product"
+    )
+    p_create.add_argument(
+        "--force", action="store_true",
+        help="re-register an existing product id: rotate every credential",
+    )
+    p_create.add_argument(
+        "--provider", choices=products.PROVIDERS,
+        help="register by analytics project: the provider the events come from",
+    )
+    p_create.add_argument(
+        "--project-id", help="with --provider: your PostHog or Amplitude project id"
+    )
+    p_create.add_argument("--name", help="with --provider: a display name for the product")
+    p_create.add_argument(
+        "--owner-token",
+        help="with --provider, for a project already registered: its owner token (rotates "
+        "every credential)",
+    )
+    p_list = psub.add_parser("list", help="list registered products")
+    p_show = psub.add_parser(
+        "show", help="show a product's settings, URLs and live credential ids (never secrets)"
+    )
+    p_show.add_argument("product_id", help="the product to show")
     p_rotate = psub.add_parser("rotate", help="issue a new webhook secret (old one keeps working)")
-    p_rotate.add_argument("product_id")
+    p_rotate.add_argument("product_id", help="the product whose credentials to rotate")
     p_rotate.add_argument("--stream-key", action="store_true", help="also rotate the stream key")
     p_rotate.add_argument(
         "--stream-key-only", action="store_true", help="rotate only the stream key"
     )
-    p_rotate.add_argument("--grace-seconds", type=float)
+    p_rotate.add_argument(
+        "--mcp-key", action="store_true",
+        help="also rotate the MCP key (agents' live-activity reads)",
+    )
+    p_rotate.add_argument(
+        "--grace-seconds", type=float,
+        help="how long the previous credentials keep working (default RECEIVER_SECRET_GRACE_SECONDS)",
+    )
     p_delete = psub.add_parser("delete", help="delete a product and all its events")
-    p_delete.add_argument("product_id")
-    p_delete.add_argument("--yes", action="store_true")
+    p_delete.add_argument("product_id", help="the product to delete")
+    p_delete.add_argument("--yes", action="store_true", help="confirm: all its events are deleted")
     p_policy = psub.add_parser(
         "policy",
         help="show or change a product's privacy policy (applies to events received from then on)",

@@ -52,6 +52,9 @@ class Runtime:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     maintenance: asyncio.Task[None] | None = None  # receiver.storage.retention background task
+    # Agents' reads (live activity, MCP): their own read-only pool with a statement timeout, so
+    # a burst of them never takes the writer's connections and no query runs unbounded.
+    read_pool: Any = None
 
     @property
     def shutting_down(self) -> bool:
@@ -129,10 +132,23 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
         ingest_burst=settings.ingest_burst,
         bytes_rate=settings.ingest_bytes_rate_limit,
         bytes_burst=settings.ingest_bytes_burst,
+        read_rate=settings.read_rate_limit,
+        read_burst=settings.read_burst,
+    )
+    # min_size=0: no connection is opened until an agent reads.
+    read_pool = await store.create_pool(
+        url, max_size=settings.read_pool_size, timeout=settings.db_timeout_seconds,
+        server_settings={
+            "default_transaction_read_only": "on",
+            "statement_timeout": str(settings.read_timeout_ms),
+        },
+        # Read-only one-statement sessions leave nothing to reset: skip asyncpg's reset query,
+        # a round trip per read.
+        reset_on_release=False,
     )
     rt = Runtime(
         settings=settings, pool=pool, hub=hub, writer=writer, directory=directory,
-        limits=limits, metrics=metrics, migration_head=migration_head,
+        limits=limits, metrics=metrics, migration_head=migration_head, read_pool=read_pool,
         budget=budget_from(settings),
         offload=Offload(threshold_bytes=settings.offload_bytes, max_queued=settings.offload_queue),
         ticket_key=ticket_key,
@@ -233,10 +249,13 @@ async def stop(rt: Runtime) -> None:
     await rt.writer.drain_and_close()
     rt.offload.close()
     await rt.hub.close()
-    try:
-        await asyncio.wait_for(rt.pool.close(), 5)
-    except (TimeoutError, Exception):  # noqa: BLE001 - a dead database must not hang shutdown
-        rt.pool.terminate()
+    for pool in (rt.read_pool, rt.pool):
+        if pool is None:
+            continue
+        try:
+            await asyncio.wait_for(pool.close(), 5)
+        except (TimeoutError, Exception):  # noqa: BLE001 - a dead database must not hang shutdown
+            pool.terminate()
     rt.metrics.close()
 
 

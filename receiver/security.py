@@ -18,6 +18,10 @@ WEBHOOK_SECRET_BYTES = 32
 STREAM_KEY_PREFIX = "rsk_"
 KEY_ID_PREFIX = "key_"
 CAPTURE_TOKEN_PREFIX = "phc_"  # noqa: S105 - a prefix, not a secret
+MCP_KEY_PREFIX = "rmk_"
+OWNER_TOKEN_PREFIX = "rot_"  # noqa: S105 - a prefix, not a secret
+PRODUCT_ID_PREFIX = "prod_"
+_ALNUM = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 
 def new_webhook_secret() -> str:
@@ -26,6 +30,19 @@ def new_webhook_secret() -> str:
 
 def new_stream_key() -> str:
     return STREAM_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_mcp_key() -> str:
+    return MCP_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_owner_token() -> str:
+    return OWNER_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_product_id() -> str:
+    """An opaque product id (``prod_`` + 22 letters and digits, ~131 bits), as the hosted one."""
+    return PRODUCT_ID_PREFIX + "".join(secrets.choice(_ALNUM) for _ in range(22))
 
 
 def new_key_id() -> str:

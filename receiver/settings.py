@@ -126,6 +126,46 @@ class Settings(BaseSettings):
         "it, 503 with Retry-After.",
     )
 
+    # Agents' reads: live activity over REST and the MCP server (receiver.delivery.pull, .mcp).
+    live_activity_limit: int = Field(
+        default=20, ge=1, le=1000,
+        description="Actions a live-activity read returns when the caller names no limit.",
+    )
+    live_activity_max_limit: int = Field(
+        default=100, ge=1, le=1000,
+        description="Most actions one live-activity read may ask for (a larger limit is a 400).",
+    )
+    live_activity_window_seconds: int = Field(
+        default=1800, ge=1, le=7 * 86400,
+        description="How far back live activity looks (callers may narrow it with since_seconds).",
+    )
+    read_pool_size: int = Field(
+        default=10, ge=1, le=200,
+        description="Database connections per process for agents' reads (live activity, MCP tools), "
+        "apart from ingest's; read-only sessions.",
+    )
+    read_timeout_ms: int = Field(
+        default=2000, ge=10, le=60_000,
+        description="statement_timeout of agents' reads: a query running longer is cancelled (503).",
+    )
+    read_rate_limit: float = Field(
+        default=20.0, ge=0,
+        description="Reads per second per MCP key (REST live activity and every MCP request) before "
+        "429 + Retry-After (0 = unlimited).",
+    )
+    read_burst: int = Field(default=100, ge=1, description="Burst allowance of that limit.")
+    mcp_tools: str = Field(
+        default="get_live_user_activity,get_user_sessions,find_users_who",
+        description="Comma-separated MCP tools to serve. find_users_who lists other users: leave it "
+        "out for a key handed to a customer-facing bot.",
+    )
+    mcp_allowed_origins: str = Field(
+        default="",
+        description="Comma-separated browser origins allowed to call /mcp (e.g. a hosted MCP "
+        "inspector). Requests without an Origin header (servers, CLIs) and from the receiver's own "
+        "origin are always allowed; any other Origin is refused (403), against DNS rebinding.",
+    )
+
     # Retention (receiver.storage.retention; per-product overrides in products.retention_days and
     # products.payload_retention_days). 0 = keep forever / keep payloads as long as events.
     retention_days: int = Field(default=30, ge=0)
@@ -188,6 +228,11 @@ class Settings(BaseSettings):
         if self.pii_hash_key is None:
             return None
         return self.pii_hash_key.get_secret_value().encode("utf-8")
+
+    def mcp_origins(self) -> frozenset[str]:
+        return frozenset(
+            o.strip().rstrip("/").lower() for o in self.mcp_allowed_origins.split(",") if o.strip()
+        )
 
     def base_url(self) -> str:
         if self.public_url:

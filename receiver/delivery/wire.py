@@ -37,6 +37,44 @@ class StreamRow:
     session_index: int
 
 
+def slim_action(row: StreamRow, timestamp_end: float | None = None) -> dict[str, object]:
+    """One event as the SDK's ``SlimAction``: the shape of stream frames and of live activity.
+
+    ``timestamp_end`` is the next action's start (the SDK's rule; dwell = end - start); the last
+    action of a list, and the one action of a frame, ends where it starts.
+    """
+    return {
+        "index": row.session_index,
+        "type": row.action_type,
+        "title": row.title,
+        "description": row.description,
+        "timestamp_start": row.occurred_at,
+        "timestamp_end": row.occurred_at if timestamp_end is None else timestamp_end,
+        "raw_url": row.current_url or "",
+        "canonical_url": row.canonical_url or "",
+        "session_id": row.session_id,
+        "user_id": row.distinct_id,
+        "email": row.email,
+        "conversation_id": None,
+    }
+
+
+def slim_actions(rows: list[StreamRow]) -> list[dict[str, object]]:
+    """Several events, oldest first, each ending where the next one of its session starts."""
+    out = []
+    for i, row in enumerate(rows):
+        following = rows[i + 1] if i + 1 < len(rows) else None
+        end = None
+        if (
+            following is not None
+            and following.session_id == row.session_id
+            and following.occurred_at >= row.occurred_at
+        ):
+            end = following.occurred_at
+        out.append(slim_action(row, end))
+    return out
+
+
 def actions_payload(row: StreamRow) -> dict[str, object]:
     """The ``actions`` object the SDK's ``ActionsPayload.from_dict`` reads, for one event.
 
@@ -45,21 +83,7 @@ def actions_payload(row: StreamRow) -> dict[str, object]:
     receiver hands out strictly increasing receive times). ``position`` is extra: the SDK
     ignores it, browser clients can resume with it.
     """
-    action = {
-        "index": row.session_index,
-        "type": row.action_type,
-        "title": row.title,
-        "description": row.description,
-        "timestamp_start": row.occurred_at,
-        # One action per frame, so it ends where it starts (the SDK's rule for a batch's last).
-        "timestamp_end": row.occurred_at,
-        "raw_url": row.current_url or "",
-        "canonical_url": row.canonical_url or "",
-        "session_id": row.session_id,
-        "user_id": row.distinct_id,
-        "email": row.email,
-        "conversation_id": None,
-    }
+    action = slim_action(row)
     return {
         "type": "actions",
         "product_id": row.product_id,

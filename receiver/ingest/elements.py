@@ -324,6 +324,27 @@ def target_from_chain(chain: str | None, el_text: str | None = None) -> Target:
         return _EMPTY_TARGET
 
 
+def target_from_parts(
+    tag: str | None, element_id: str | None, text: str | None, href: str | None = None
+) -> Target:
+    """The target of a source that reports the clicked element as fields, not as a chain
+    (Amplitude's autocapture: element tag, id and text). Never raises."""
+    clean_tag = tag.strip().lower() if isinstance(tag, str) else ""
+    if not _TAG.fullmatch(clean_tag):
+        clean_tag = ""
+    attributes = {}
+    if element_id:
+        attributes["attr__id"] = element_id[:MAX_VALUE_CHARS]
+    if href:
+        attributes["attr__href"] = href[:MAX_VALUE_CHARS]
+    if not clean_tag:
+        return Target(
+            tag=None, element_id=_nonempty(attributes.get("attr__id")), text=_clean(text),
+            input_name=None, href=_nonempty(attributes.get("attr__href")), kind="element",
+        )
+    return _target([Element(tag=clean_tag, classes=(), attributes=attributes)], text)
+
+
 def _target(elements: list[Element], el_text: str | None) -> Target:
     given_text = _clean(el_text) if isinstance(el_text, str) else None
     if not elements:

@@ -45,6 +45,8 @@ class Limits:
         ingest_burst: int,
         bytes_rate: float = 0.0,
         bytes_burst: int = 64 * 1024 * 1024,
+        read_rate: float = 0.0,
+        read_burst: int = 100,
         clock: callable[[], float] = time.monotonic,  # type: ignore[valid-type]
     ) -> None:
         self.auth_fail_limit = auth_fail_limit
@@ -53,7 +55,10 @@ class Limits:
         self.ingest_burst = ingest_burst
         self.bytes_rate = bytes_rate
         self.bytes_burst = bytes_burst
+        self.read_rate = read_rate
+        self.read_burst = read_burst
         self.clock = clock
+        self._reads: OrderedDict[str, _Bucket] = OrderedDict()
         self._failures: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
         self._buckets: dict[str, _Bucket] = {}
         self._byte_buckets: dict[str, _Bucket] = {}
@@ -131,3 +136,26 @@ class Limits:
             bucket.tokens -= n
             return None
         return max(1, math.ceil((n - bucket.tokens) / rate))
+
+    # ------------------------------------------------------------------ agents' reads
+
+    def check_read(self, key: str) -> None:
+        """One read (live activity, an MCP request) by an authenticated key; 429 past its rate."""
+        if not self.read_rate:
+            return
+        now = self.clock()
+        bucket = self._reads.get(key)
+        if bucket is None:
+            bucket = self._reads[key] = _Bucket(float(self.read_burst), now)
+            while len(self._reads) > MAX_TRACKED:
+                self._reads.popitem(last=False)
+        bucket.tokens = min(float(self.read_burst), bucket.tokens + (now - bucket.at) * self.read_rate)
+        bucket.at = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return
+        retry = max(1, math.ceil((1 - bucket.tokens) / self.read_rate))
+        raise RateLimitedError(
+            f"read rate limit of {self.read_rate:g} requests/s exceeded for this key",
+            retry_after=retry,
+        )

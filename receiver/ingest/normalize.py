@@ -341,6 +341,7 @@ def _build(
     chain: object,
     el_text: object,
     hints: Mapping[str, object],
+    target: Target | None = None,
 ) -> NormalizedEvent:
     name = _str(event, MAX_EVENT_NAME_CHARS)
     if name is None:
@@ -351,8 +352,9 @@ def _build(
     url = _str(current_url, MAX_URL_CHARS)
     canonical = canonical_url(url)
 
-    target: Target | None = None
-    if action in ("click", "submit", "type", "copy"):
+    if action not in ("click", "submit", "type", "copy"):
+        target = None
+    elif target is None:
         chain_text = chain if isinstance(chain, str) else None
         target = target_from_chain(chain_text, _str(el_text, MAX_TEXT_CHARS))
         if not chain_text:
@@ -423,6 +425,35 @@ def from_webhook(
         chain=payload.get("elements_chain"),
         el_text=payload.get("$el_text") or payload.get("el_text"),
         hints=payload,
+    )
+
+
+def from_parts(
+    *,
+    source: str,
+    payload: dict[str, Any],
+    raw_uuid: object,
+    event: object,
+    event_type: object,
+    timestamp: object,
+    received_at: datetime,
+    session_id: object,
+    distinct_id: object,
+    email: object,
+    current_url: object,
+    referrer: object,
+    target: Target,
+) -> NormalizedEvent:
+    """Normalize an event another source already split into fields (see ``amplitude``).
+
+    ``payload`` must be sanitized JSON (:func:`sanitize_json`); it is stored as the raw body and,
+    without ``raw_uuid``, hashed into the deduplication key.
+    """
+    return _build(
+        source=source, payload=payload, raw_uuid=raw_uuid, event=event, event_type=event_type,
+        timestamp=timestamp, received_at=received_at, session_id=session_id,
+        distinct_id=distinct_id, email=email, current_url=current_url, referrer=referrer,
+        chain=None, el_text=None, hints={}, target=target,
     )
 
 

@@ -43,6 +43,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from receiver.delivery.wire import StreamRow
 from receiver.errors import BadRequestError, UnavailableError
 from receiver.ingest import normalize
 from receiver.ingest.normalize import NormalizedEvent
@@ -675,3 +676,47 @@ def apply(policy: Policy, event: NormalizedEvent, hash_key: bytes | None = None)
         description=s.text(description) or description,
         payload=s.payload(event.payload),
     )
+
+
+# --------------------------------------------------------------------------- reads
+
+
+def rows_as_read(
+    policy: Policy, rows: list[StreamRow], hash_key: bytes | None = None
+) -> list[StreamRow]:
+    """Stored events as an agent may read them under the product's policy *now*.
+
+    Stored rows already follow the policy in force when they arrived; re-applying is idempotent
+    for the same policy, and a policy made stricter since then (email dropped or hashed, query
+    strings stripped, a new redaction) also covers what was stored before it.
+    """
+    s = _Scrubber(policy, hash_key)
+    return [
+        replace(
+            row,
+            distinct_id=s.identity(row.distinct_id),
+            email=s.email(row.email),
+            current_url=s.url(row.current_url),
+            canonical_url=s.url(row.canonical_url),
+            title=s.text(row.title) or row.title,
+            description=s.text(row.description) or row.description,
+        )
+        for row in rows
+    ]
+
+
+def identity_as_stored(policy: Policy, user_id: str, hash_key: bytes | None = None) -> list[str]:
+    """The ``distinct_id`` values a user id may be stored under: as given, and as the policy
+    stores it (an email address hashed under ``email: hash``), so lookups by the id an agent
+    knows still find the user's rows."""
+    stored = _Scrubber(policy, hash_key).identity(user_id)
+    return [user_id] if stored in (None, user_id) else [user_id, stored]
+
+
+def scrub_text(policy: Policy, value: str, hash_key: bytes | None = None) -> str:
+    """Free text (a title, a URL) under the policy's redactions."""
+    return _Scrubber(policy, hash_key).text(value) or value
+
+
+def scrub_identity(policy: Policy, value: str | None, hash_key: bytes | None = None) -> str | None:
+    return _Scrubber(policy, hash_key).identity(value)

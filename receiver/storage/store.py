@@ -47,8 +47,9 @@ EVENT_COLUMNS: dict[str, str] = {
     "received_at": "When the receiver accepted the event (UTC). Also the frame's forwarded_at.",
     "occurred_at": "When the event happened on the client (PostHog timestamp, UTC; "
     "clamped to received_at when missing or more than 23 h in the future).",
-    "source": "How the event arrived: 'webhook' (PostHog destination) or 'capture' "
-    "(posthog-js straight to the receiver).",
+    "source": "How the event arrived: 'webhook' (a PostHog destination, at /webhook or /ingest), "
+    "'capture' (posthog-js straight to the receiver) or 'amplitude' (Amplitude Event Streaming "
+    "to /ingest).",
     "event": "PostHog event name: $autocapture, $pageview, $rageclick, or a custom name.",
     "action_type": "What the user did: pageview, click, submit, type, copy, custom, "
     "or internal (SDK bookkeeping such as $identify; stored but never streamed).",
@@ -110,6 +111,26 @@ products = sa.Table(
         "{} = the default.",
     ),
     sa.CheckConstraint("jsonb_typeof(privacy_policy) = 'object'", name="privacy_policy"),
+    # Registration by analytics project id (autoplay-sdk 0.13.0's onboard_product; migration 0005).
+    sa.Column(
+        "provider", sa.Text,
+        comment="Analytics provider of a product registered by project id: posthog or amplitude "
+        "(NULL for products registered with a product_id of their own).",
+    ),
+    sa.Column(
+        "provider_project_id", sa.Text,
+        comment="The PostHog or Amplitude project id it was registered with; "
+        "(provider, provider_project_id) names one product.",
+    ),
+    sa.Column("name", sa.Text, comment="Display name given at registration (optional)."),
+    sa.Column(
+        "owner_token_sha256", sa.LargeBinary,
+        comment="SHA-256 of the owner token returned once at registration by project id; "
+        "re-registering the project without it is refused.",
+    ),
+    sa.CheckConstraint("provider IN ('posthog', 'amplitude')", name="provider"),
+    sa.CheckConstraint("(provider IS NULL) = (provider_project_id IS NULL)", name="provider_project"),
+    sa.UniqueConstraint("provider", "provider_project_id"),
     comment="Registered products.",
 )
 
@@ -121,15 +142,21 @@ credentials = sa.Table(
         "product_id", sa.Text,
         sa.ForeignKey("products.product_id", ondelete="CASCADE"), nullable=False, index=True,
     ),
-    sa.Column("kind", sa.Text, nullable=False, comment="webhook_secret or stream_key."),
+    sa.Column(
+        "kind", sa.Text, nullable=False,
+        comment="webhook_secret (also the ingest secret), stream_key or mcp_key.",
+    ),
     sa.Column("key_id", sa.Text, nullable=False, unique=True, comment="Public id of the credential."),
-    sa.Column("secret_sha256", sa.LargeBinary, nullable=False, comment="SHA-256 of the secret."),
+    sa.Column(
+        "secret_sha256", sa.LargeBinary, nullable=False, index=True,
+        comment="SHA-256 of the secret.",
+    ),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.func.now()),
     sa.Column(
         "expires_at", sa.DateTime(timezone=True), nullable=True,
         comment="Set when rotated: the old credential keeps working until then.",
     ),
-    sa.CheckConstraint("kind IN ('webhook_secret', 'stream_key')", name="kind"),
+    sa.CheckConstraint("kind IN ('webhook_secret', 'stream_key', 'mcp_key')", name="kind"),
     comment="Hashed webhook secrets and stream keys. Plain values are never stored.",
 )
 
@@ -217,6 +244,11 @@ events = sa.Table(
     sa.Column("session_index", sa.Integer, nullable=False, comment=EVENT_COLUMNS["session_index"]),
     sa.Column("payload", pg.JSONB, comment=EVENT_COLUMNS["payload"]),
     sa.Index("ix_events_product_id_received_at", "product_id", "received_at"),
+    # One user's recent activity (receiver.delivery.pull); internal events are never read there.
+    sa.Index(
+        "ix_events_live_activity", "product_id", "distinct_id", "position",
+        postgresql_where=sa.text("action_type <> 'internal'"),
+    ),
     comment="One row per accepted PostHog event, normalized for SQL. Append-only.",
     postgresql_partition_by="RANGE (received_at)",
 )
@@ -271,6 +303,10 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """A pool ``reset`` that sends nothing (asyncpg still resets its own client-side state)."""
+
+
 class BoundedPool:
     """asyncpg's pool with a bounded wait for a connection.
 
@@ -291,12 +327,21 @@ class BoundedPool:
 
 
 async def create_pool(
-    url: str, *, max_size: int, timeout: float  # noqa: ASYNC109 - asyncpg's connect timeout
+    url: str,
+    *,
+    max_size: int,
+    timeout: float,  # noqa: ASYNC109 - asyncpg's connect timeout
+    server_settings: dict[str, str] | None = None,
+    reset_on_release: bool = True,
 ) -> Any:
+    """``reset_on_release=False`` skips asyncpg's reset query (advisory unlocks, ``CLOSE ALL``,
+    ``UNLISTEN *``, ``RESET ALL``: one more round trip on every release) for a pool whose sessions
+    never take locks, listen, open cursors or change settings (the read-only read pool)."""
     pool = await asyncpg.create_pool(
         asyncpg_dsn(url), min_size=0, max_size=max_size, timeout=timeout,
         command_timeout=max(timeout * 6, 30), init=_init_connection,
-        max_inactive_connection_lifetime=60,
+        max_inactive_connection_lifetime=60, server_settings=server_settings,
+        reset=None if reset_on_release else _keep_session,
     )
     return BoundedPool(pool, acquire_timeout=timeout)
 

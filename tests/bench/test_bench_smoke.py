@@ -14,9 +14,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_smoke(tmp_path: Path) -> None:
-    scenarios = ["ack_latency", "e2e_1", "fanout_1000", "replay", "db", "adversarial"]
+    scenarios = ["ack_latency", "e2e_1", "fanout_1000", "replay", "db", "adversarial", "live_activity"]
     if shutil.which("wrk"):
         scenarios.insert(0, "ingest_w1")
+        scenarios.append("ingest_index_ab")
     args = [sys.executable, "-m", "bench", "--smoke", "--only", ",".join(scenarios),
             "--out", str(tmp_path)]
     chart = importlib.util.find_spec("matplotlib") is not None
@@ -40,6 +41,19 @@ def test_bench_smoke(tmp_path: Path) -> None:
     adv = results["adversarial"]
     assert adv["unexpected_statuses"] == [] and adv["normal_event_cpu_ms"] > 0
     assert len(adv["requests"]) >= 20 and adv["worst_peak_4x"]["mib"] is not None
+    live = results["live_activity"]
+    assert live["events_in_table"] >= live["events"] == 2000
+    assert live["ok"] == live["scheduled"] > 0 and live["p99_ms"] > 0
+    # Every answer holds all of the user's visible rows (all inside the window), internal ones never.
+    assert set(live["actions_per_answer"]) == {str(live["expected_per_answer"])}
+    # The partitions' copies of ix_events_live_activity: named by migration 0005 for partitions that
+    # existed then (…_live_activity), by Postgres for later ones (…_distinct_id_position_idx).
+    assert any("Index Scan" in line and ("_live_activity" in line or "distinct_id_position" in line)
+               for line in live["plan"]), live["plan"]
+    if "ingest_index_ab" in scenarios:
+        ab = results["ingest_index_ab"]
+        assert ab["with_index"]["ok"] > 0 and ab["without_index"]["ok"] > 0 and ab["ratio"] > 0
+        assert ab["store_append"]["median_ratio"] > 0
     if "ingest_w1" in scenarios:
         ing = results["ingest_w1"]
         # Every 200 is a stored row; requests in flight when wrk stops commit unacknowledged.

@@ -34,6 +34,7 @@ def as_product(p: Any) -> Product:
         product_id=p.product_id,
         webhook_secret=p.webhook_secret,
         stream_key=p.stream_key,
+        mcp_key=p.raw["mcp_key"],
     )
 
 

@@ -55,6 +55,7 @@ class Product:
     product_id: str
     webhook_secret: str
     stream_key: str
+    mcp_key: str = ""  # what a pull-mode bridge reads live activity with
 
     @property
     def stream_url(self) -> str:
@@ -166,6 +167,23 @@ class LiveBridge:
         assert resp.status_code == 200, (resp.status_code, resp.text)
         return resp.json()
 
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until the bridge can answer with activity: its stream is open (pull mode: at once)."""
+        if self.settings.mode == "stream":
+            self.wait_connected(timeout)
+
+    def wait_delivered(self, before: int, n: int, timeout: float = 30.0) -> None:
+        """Until ``n`` more events than ``before`` reached the bridge's context.
+
+        In pull mode there is nothing to wait for: the receiver answered 200 after the commit,
+        and every reply reads the committed events.
+        """
+        if self.settings.mode == "stream":
+            self.wait_events(before + n, timeout)
+
+    def events_seen(self) -> int:
+        return int(self.healthz().get("events_received", 0))
+
     def wait_connected(self, timeout: float = 30.0) -> None:
         wait_for(
             lambda: self.healthz()["stream_connected"], timeout=timeout, what="stream connect"
@@ -187,6 +205,10 @@ def bridge_settings(
     values: dict[str, Any] = {
         "stream_url": stream_url or (product.stream_url if product else ""),
         "stream_token": product.stream_key if product else "",
+        # Used by pull mode (mode="pull") only.
+        "activity_url": product.receiver_url if product else None,
+        "product_id": product.product_id if product else None,
+        "mcp_key": product.mcp_key if product else "",
         "llm_base_url": llm.base_url,
         "llm_api_key": "test-key",
         "llm_model": "fake-model",

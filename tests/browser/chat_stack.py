@@ -70,7 +70,9 @@ def chat_loop(rasa_stack: RasaStack, demo_app_factory: Callable[..., Any]) -> Ch
         token=stack.capture_token,
         product_id=stack.product.product_id,
     )
-    wait_for(
-        lambda: stack.bridge.healthz()["stream_connected"], timeout=30, what="the bridge's stream"
-    )
+    if stack.mode == "stream":
+        wait_for(
+            lambda: stack.bridge.healthz()["stream_connected"], timeout=30,
+            what="the bridge's stream",
+        )
     return ChatLoop(stack=stack, app_url=app.url, capture_token=stack.capture_token)

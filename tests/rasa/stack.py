@@ -6,6 +6,12 @@ session-scoped instance instead of one each (Rasa alone takes ~1.2 GB and ~30 s 
     receiver (``receiver serve``, throwaway Postgres)  ──SSE──►  bridge (uvicorn thread)
     rasa run (REST + socketio)  ──►  action server  ──GET /reply/{user}──►  bridge  ──►  fake LLM
 
+The stack comes in both bridge modes (the fixture is parametrized, so every test that uses it
+runs once per mode): ``stream`` (the tutorial's: the bridge holds the SSE stream and keeps
+context in memory) and ``pull`` (0.13.0's Rasa recipe: on every ``/reply`` the bridge reads the
+user's live activity over REST with the product's MCP key). Pytest groups the tests by mode, so
+one Rasa runs at a time.
+
 Needs ``.venv-rasa`` and the trained model (``scripts/rasa-venv.sh``, run by ``make test``);
 the fixture skips with the reason otherwise.
 """
@@ -43,6 +49,7 @@ class RasaStack:
     action_url: str
     llm: FakeLLM
     capture_token: str
+    mode: str = "stream"
 
     def rest(self, sender: str, message: str, metadata: dict[str, Any]) -> list[dict[str, Any]]:
         resp = httpx.post(
@@ -62,17 +69,21 @@ async def _admin(dsn: str, sql: str) -> None:
         await conn.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", params=["stream", "pull"])
 def rasa_stack(
+    request: pytest.FixtureRequest,
     pg: Any,
     template_db: str,
     fake_llm_server: FakeLLM,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[RasaStack]:
+    mode: str = request.param
     reason = rasa_model_missing()
     if reason:
         unavailable(reason)
-    logs = tmp_path_factory.mktemp("rasa-stack")
+    logs = tmp_path_factory.mktemp(f"rasa-stack-{mode}")
+    # The fake LLM is shared by the session: each mode's tests assert on their own calls only.
+    fake_llm_server.reset()
     procs: list[Proc] = []
     bridge: LiveBridge | None = None
     db = "rasa_" + secrets.token_hex(4)
@@ -132,10 +143,11 @@ def rasa_stack(
             product_id="rasa-tier2",
             webhook_secret=creds["webhook_secret"],
             stream_key=creds["unkey_key"],
+            mcp_key=creds["mcp_key"],
         )
 
-        bridge = LiveBridge(bridge_settings(product, fake_llm_server)).start()
-        bridge.wait_connected()
+        bridge = LiveBridge(bridge_settings(product, fake_llm_server, mode=mode)).start()
+        bridge.wait_ready()
 
         # rasa_sdk has no host flag but honours SANIC_HOST: keep it on loopback.
         action_server = Proc(
@@ -162,7 +174,7 @@ def rasa_stack(
             ok=lambda r: r.status_code == 200 and bool(r.json().get("model_file")),
         )
         yield RasaStack(
-            product, bridge, rasa_url, action_url, fake_llm_server, creds["capture_token"]
+            product, bridge, rasa_url, action_url, fake_llm_server, creds["capture_token"], mode
         )
     finally:
         # Clients before servers: Rasa holds keep-alive connections to the action server and

@@ -52,15 +52,15 @@ RASA_READY_TIMEOUT = 240.0  # ~30 s on 2 idle cores; generous for a loaded CI ma
 
 
 def _clicked(stack: RasaStack, user_id: str, email: str, *, text: str, page: str) -> None:
-    """The user opens a page and clicks a button; returns once the bridge has both events."""
-    before = stack.bridge.healthz()["events_received"]
+    """The user opens a page and clicks a button; returns once the bridge can see both events."""
+    before = stack.bridge.events_seen()
     session = f"sess-{uuid.uuid4()}"
     url = f"{APP}/{page}"
     stack.product.post_events(
         hog_pageview(user_id=user_id, email=email, session_id=session, page_url=url),
         hog_click(user_id=user_id, email=email, session_id=session, text=text, page_url=url),
     )
-    stack.bridge.wait_events(before + 2)
+    stack.bridge.wait_delivered(before, 2)
 
 
 # --------------------------------------------------------------------------- no server needed

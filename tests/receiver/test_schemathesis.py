@@ -115,6 +115,10 @@ def authenticated(case: Any, product: Product) -> Any:
         headers["x-posthog-secret"] = product.webhook_secret
     if "authorization" in params and case.operation.path.startswith("/stream"):
         headers["authorization"] = f"Bearer {product.stream_key}"
+    if "authorization" in params and case.operation.path.startswith("/users/"):
+        headers["authorization"] = f"Bearer {product.raw['mcp_key']}"
+    if "authorization" in params and case.operation.path.startswith("/ingest/"):
+        headers["authorization"] = f"Bearer {product.webhook_secret}"
     return case.operation.Case(
         path_parameters=path, headers=headers, query=case.query, body=case.body,
         media_type=case.media_type,

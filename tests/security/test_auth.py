@@ -109,9 +109,11 @@ def test_only_hashes_are_stored(receiver: Any, make_product: Callable[..., Any],
     p = make_product()
     rows = asyncio.run(asql(database_url, "SELECT * FROM credentials WHERE product_id = $1", p.product_id))
     dump = orjson.dumps([dict(r) for r in rows], default=str).decode()
-    assert p.webhook_secret not in dump and p.stream_key not in dump
+    mcp_key = p.raw["mcp_key"]
+    assert p.webhook_secret not in dump and p.stream_key not in dump and mcp_key not in dump
     assert {bytes(r["secret_sha256"]) for r in rows} == {
-        security.hash_secret(p.webhook_secret), security.hash_secret(p.stream_key)
+        security.hash_secret(p.webhook_secret), security.hash_secret(p.stream_key),
+        security.hash_secret(mcp_key),
     }
 
 

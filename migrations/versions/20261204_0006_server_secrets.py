@@ -7,8 +7,8 @@ receiver that starts and read by every other one, whatever its worker count or h
 ticket minted by one process verifies in all of them. Readable only by roles that can read
 the whole database (``receiver db grant-readonly`` does not grant it).
 
-Revision ID: 0007
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-04
 """
 
@@ -19,8 +19,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0004"
+revision: str = "0006"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
