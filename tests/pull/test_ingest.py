@@ -78,6 +78,28 @@ async def test_one_bad_element_refuses_the_whole_batch_naming_it(receiver: Any, 
     assert await _rows(database_url, p.product_id) == []
 
 
+async def test_batches_and_amplitude_bodies_are_held_to_the_request_budgets(
+    receiver: Any, database_url: str
+) -> None:
+    from receiver.ingest.budget import MAX_EVENTS_PER_REQUEST, MAX_STRING_CHARS
+
+    p = register_project(receiver.base_url)
+    # Small per event, so the body fits its byte limit: the event count is what refuses it.
+    tiny = [{"event": "e", "distinct_id": "u", "uuid": str(uuid.uuid4())}
+            for _ in range(MAX_EVENTS_PER_REQUEST + 1)]
+    r = p.post({"batch": tiny})
+    assert r.status_code == 413, r.text
+    assert "RECEIVER_MAX_EVENTS_PER_REQUEST" in r.json()["detail"]
+    big = amplitude("$autocapture", user="u", url=APP, note="x" * (MAX_STRING_CHARS + 1))
+    r = p.post({"events": [amplitude("$pageview", user="u", url=APP), big]}, bearer=True)
+    assert r.status_code == 413, r.text
+    assert r.json()["detail"].startswith("events[1]: "), r.json()
+    assert await _rows(database_url, p.product_id) == []
+    # Exactly at the limit is fine.
+    r = p.post({"batch": tiny[:MAX_EVENTS_PER_REQUEST]})
+    assert r.status_code == 200 and r.json()["stored"] == MAX_EVENTS_PER_REQUEST
+
+
 async def test_both_secret_headers_and_both_registrations_work_on_both_routes(
     receiver: Any, database_url: str
 ) -> None:
