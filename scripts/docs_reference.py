@@ -371,15 +371,14 @@ def event_table_page() -> str:
     lines += [
         "## Bookkeeping tables",
         "",
-        "The receiver's own tables. The analysts' role cannot read them "
+        "The receiver's own tables, not a contract for analysts: their role cannot read them "
         f"(it reads only {', '.join(f'`{t}`' for t in sql.READABLE)}).",
         "",
+        "| Table | What it holds |",
+        "| --- | --- |",
     ]
-    for name, table in tables.items():
-        if name == "events":
-            continue
-        lines += [f"### `{name}`", "", table.comment or "", "", *_column_rows(table), ""]
-    return "\n".join(lines)
+    lines += [f"| `{name}` | {cell(t.comment or '')} |" for name, t in tables.items() if name != "events"]
+    return "\n".join(lines) + "\n"
 
 
 def _dedent(sql_text: str) -> str:

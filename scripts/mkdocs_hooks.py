@@ -18,8 +18,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import docs_reference
 from mkdocs.structure.files import File, Files
+
+try:  # loaded by MkDocs from its path, with scripts/ on sys.path
+    import docs_reference
+except ImportError:  # imported as scripts.mkdocs_hooks (by the tests)
+    from scripts import docs_reference
 
 ROOT = Path(__file__).resolve().parent.parent
 # Repository files published at the site's root, for the pages (and included guides) linking them.
