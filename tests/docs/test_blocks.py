@@ -25,6 +25,9 @@ NOT_RUNNABLE_HERE = {
     "runs for minutes": "`make bench` is measured on purpose outside `make test`",
     "pull/MCP (issue 10)": "the interface is being built; the lead wires its test at merge",
     "push (issue 11)": "the interface is being built; the lead wires its test at merge",
+    # Debt, not a reason: tests/rasa and tests/browser start the same services their own way,
+    # but nothing runs these blocks as written yet. Shown to readers, so it cannot be forgotten.
+    "not run by a test yet": "the manual chat stack (make demo, service by service)",
 }
 _TITLE = re.compile(r'title="([^"]*)"')
 
