@@ -31,10 +31,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def user_env(**extra: str) -> dict[str, str]:
-    """A new user's shell: no virtualenv active, nothing of ours set."""
+    """A new user's shell: no virtualenv active, nothing of ours set, not inside `make test`
+    (a make under make announces the directories it enters)."""
     venv_bin = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("RECEIVER_", "BRIDGE_", "VIRTUAL_ENV", "PYTEST", "NO_MKDOCS"))}
+           if not k.startswith(("RECEIVER_", "BRIDGE_", "VIRTUAL_ENV", "PYTEST", "NO_MKDOCS", "MAKE"))
+           and k != "MFLAGS"}
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
     env.update(extra)
     return env
