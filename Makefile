@@ -3,26 +3,58 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# Two installs: `make run` needs only the receiver's runtime dependencies; `make test` (and every
+# developer target) adds the bridge, the test toolchain and the documentation site.
+RUN_STAMP := $(VENV)/.installed-run
+STAMP := $(VENV)/.installed-dev
+DOCS_PORT ?= 8008
+LINT_PATHS := receiver bridge tests migrations posthog scripts bench
+# pip's own warnings (e.g. about a machine's index configuration) mean nothing to someone who
+# asked to run the receiver; errors still show.
+PIP_QUIET := $(PY) -m pip install --quiet --quiet --disable-pip-version-check
 
-.PHONY: run test test-fast test-faults demo bench bench-smoke lint venv clean rasa-venv browser-deps sdk013-venv security-deps mcp-node-deps
+.PHONY: run test test-fast test-faults demo bench bench-smoke lint venv clean rasa-venv browser-deps \
+	sdk013-venv security-deps mcp-node-deps docs docs-build
+
+$(RUN_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the receiver into $(VENV) (the first time takes about a minute)..."
+	@$(PIP_QUIET) --upgrade pip
+	@$(PIP_QUIET) -e .
+	@touch $(RUN_STAMP)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	$(PY) -m pip install -q -e '.[test,docs]'
+	touch $(STAMP) $(RUN_STAMP)
 
 venv: $(STAMP)
 
 ## Start an embedded Postgres (or use RECEIVER_DATABASE_URL), migrate, and serve.
-run: $(STAMP)
-	$(VENV)/bin/receiver serve
+run: $(RUN_STAMP)
+	@$(VENV)/bin/receiver serve
 
-## The whole suite against a throwaway Postgres.
+## Serve the documentation site on http://127.0.0.1:$(DOCS_PORT)/ (rebuilt on every change).
+docs: $(STAMP)
+	@echo "Documentation site on http://127.0.0.1:$(DOCS_PORT)/ (rebuilds on change; Ctrl-C stops it)"
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --quiet --dev-addr 127.0.0.1:$(DOCS_PORT)
+
+## Build the site into ./site with --strict, as the test suite does.
+docs-build: $(STAMP)
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --quiet --strict --site-dir site
+
+## The whole suite against a throwaway Postgres; then fails if the tests changed the work tree
+## (tests write only to git-ignored places such as build/).
 test: $(STAMP) browser-deps rasa-venv sdk013-venv security-deps mcp-node-deps
-	$(PY) -m ruff check receiver bridge tests migrations posthog scripts bench
-	$(PY) -m pytest -q -ra
+	$(PY) -m ruff check $(LINT_PATHS)
+	@before="$$(git status --porcelain 2>/dev/null)"; \
+	$(PY) -m pytest -q -ra; rc=$$?; \
+	after="$$(git status --porcelain 2>/dev/null)"; \
+	if [ "$$before" != "$$after" ]; then \
+	  echo "make test changed the work tree (tests must write only to git-ignored places):"; \
+	  diff <(echo "$$before") <(echo "$$after"); exit 1; \
+	fi; exit $$rc
 
 ## Only the long-running fault tests (kill -9, Postgres outage, SIGTERM); `make test` runs them too.
 test-faults: $(STAMP)
@@ -32,7 +64,7 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow and not browser and not rasa"
 
 lint: $(STAMP)
-	$(PY) -m ruff check receiver bridge tests migrations posthog scripts bench
+	$(PY) -m ruff check $(LINT_PATHS)
 
 browser-deps:
 	@bash scripts/browser-deps.sh
@@ -65,4 +97,4 @@ bench-smoke: $(STAMP)
 	$(PY) -m pytest -q tests/bench
 
 clean:
-	rm -rf $(VENV) .venv-rasa .venv-sdk013 .data node_modules tests/mcp_node/node_modules
+	rm -rf $(VENV) .venv-rasa .venv-sdk013 .data node_modules tests/mcp_node/node_modules site build

@@ -46,19 +46,48 @@ from receiver.storage import devdb, migrate, products, store
 log = logging.getLogger("receiver.cli")
 EMBEDDED_DB = "receiver"
 
+# What `receiver --help` shows (the module docstring above is for developers).
+DESCRIPTION = """\
+autoplay receiver: PostHog (or posthog-js) events into your own Postgres, re-emitted to the
+stock autoplay-sdk clients as a Server-Sent-Events stream."""
+EPILOG = """\
+Without RECEIVER_DATABASE_URL every command uses an embedded Postgres under RECEIVER_DATA_DIR
+(./.data), started when needed. Settings are RECEIVER_* environment variables.
+
+First steps:
+  receiver serve                                              (what `make run` runs)
+  receiver product create my-app --contact-email you@example.com
+
+`receiver COMMAND --help` shows a command's options; docs/getting-started.md walks through it."""
+
+# uvicorn's lifecycle lines say what the CLI's own console lines already say; a text console
+# shows them only at DEBUG (JSON logs, read by machines, keep them).
+_UVICORN_LIFECYCLE = (
+    "Started server process", "Waiting for application", "Application startup complete",
+    "Application shutdown complete", "Uvicorn running on", "Shutting down",
+    "Finished server process", "Started parent process", "Waiting for child process",
+    "Stopping parent process",
+)
+
 
 # --------------------------------------------------------------------------- database
 
 
 @contextlib.contextmanager
-def database(settings: Settings, *, keep_running: bool = False) -> Iterator[Settings]:
-    """Yield settings whose database_url points at a running server."""
+def database(
+    settings: Settings, *, keep_running: bool = False, announce: bool = False
+) -> Iterator[Settings]:
+    """Yield settings whose database_url points at a running server.
+
+    ``announce``: say when the embedded server starts and stops (``serve`` does; one-shot
+    commands print only what was asked for).
+    """
     if settings.database_url is not None:
         yield settings
         return
     srv = devdb.server(settings.data_dir / "pg" / "data", settings.embedded_pg_port)
     srv.start()
-    if srv.started_by_us:
+    if srv.started_by_us and announce:
         print(f"embedded postgres started on 127.0.0.1:{srv.port} ({srv.data_dir})", file=sys.stderr)
     try:
         asyncio.run(_ensure_database(srv.dsn("postgres"), EMBEDDED_DB))
@@ -68,7 +97,8 @@ def database(settings: Settings, *, keep_running: bool = False) -> Iterator[Sett
     finally:
         if srv.started_by_us and not keep_running:
             srv.stop()
-            print("embedded postgres stopped", file=sys.stderr)
+            if announce:
+                print("embedded postgres stopped", file=sys.stderr)
 
 
 async def _ensure_database(dsn: str, name: str) -> None:
@@ -97,7 +127,7 @@ def serve(settings: Settings) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    with database(settings) as settings:
+    with database(settings, announce=True) as settings:
         migrate.upgrade(settings.database_url_str())
         connections.raise_fd_limit()  # before workers start: they inherit it
         common: dict[str, Any] = dict(
@@ -109,6 +139,8 @@ def serve(settings: Settings) -> int:
             log_config=None,
         )
         print(f"receiver listening on http://{settings.host}:{settings.port}", file=sys.stderr)
+        if not settings.log_json:
+            _first_steps(settings)
         if settings.workers == 1:
             from receiver.app import create_app
 
@@ -129,6 +161,28 @@ def serve(settings: Settings) -> int:
             with metrics.shared_across_workers():
                 Multiprocess(config, sockets=[sock]).run()
     return 0
+
+
+def _first_steps(settings: Settings) -> None:
+    """On a console, tell a new user what to do next: register a product, while there is none."""
+    count = _run(_with_conn(settings, lambda c: c.fetchval("SELECT count(*) FROM products")))
+    if count:
+        print(f"{count} product(s) registered; `receiver product list` lists them. Ctrl-C stops.",
+              file=sys.stderr)
+        return
+    print(
+        "No product yet. In another terminal, register one:\n"
+        f"  {_command_name()} product create my-app --contact-email you@example.com\n"
+        "It prints what to paste where (PostHog, posthog-js, the stream). Ctrl-C stops the receiver.",
+        file=sys.stderr,
+    )
+
+
+def _command_name() -> str:
+    """How the user ran us: ``.venv/bin/receiver`` from a checkout, else ``receiver``."""
+    argv0 = os.path.abspath(sys.argv[0])
+    rel = os.path.relpath(argv0)
+    return rel if os.path.basename(argv0) == "receiver" and not rel.startswith("..") else "receiver"
 
 
 # --------------------------------------------------------------------------- products
@@ -152,22 +206,30 @@ def _default(value: object) -> str:
     return str(value)
 
 
+def _text(value: object) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=_default) if value else "(none)"
+    return _default(value)
+
+
 def _print(data: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps(data, default=_default, indent=2))
         return
     if isinstance(data, list):
         for row in data:
-            print("  ".join(f"{k}={_default(v)}" for k, v in row.items()))
+            print("  ".join(f"{k}={_text(v)}" for k, v in row.items()))
+        if not data:
+            print("(none)")
         return
     width = max((len(k) for k in data), default=0)
     for key, value in data.items():
-        if isinstance(value, list):
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
             print(f"{key}:")
             for item in value:
-                print("  - " + "  ".join(f"{k}={_default(v)}" for k, v in item.items()))
+                print("  - " + "  ".join(f"{k}={_text(v)}" for k, v in item.items()))
         else:
-            print(f"{key.ljust(width)}  {_default(value)}")
+            print(f"{key.ljust(width)}  {_text(value)}")
 
 
 def product_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -194,6 +256,8 @@ def product_command(args: argparse.Namespace, settings: Settings) -> int:
             if not args.json:
                 print("Save these now: the secret and the stream key are shown only once.\n")
             _print(out, args.json)
+            if not args.json:
+                print(next_steps(out))
         elif action == "list":
             _print(_run(_with_conn(settings, products.list_all)), args.json)
         elif action == "show":
@@ -259,6 +323,25 @@ def _create_by_project(args: argparse.Namespace, settings: Settings, base: str) 
     flat.update({k: v for k, v in out["credentials"].items() if v is not None})
     _print(flat, False)
     return 0
+
+
+def next_steps(issued: dict[str, Any]) -> str:
+    """What to paste where, with the values just issued (``product create``'s text output)."""
+    origin = issued["capture_url"].removesuffix("/e/")
+    text = f"""
+Next, paste them where they go (docs/getting-started.md has the details):
+  PostHog HTTP destination:  URL {issued['webhook_url']}
+                             header x-posthog-secret: {issued['webhook_secret']}
+  posthog-js, direct:        posthog.init('{issued['capture_token']}', {{api_host: '{origin}'}})
+  tutorial bridge .env:      STREAM_URL={issued['stream_url']}
+                             UNKEY_API_KEY={issued['stream_key']}
+  try the stream:            curl -N '{issued['stream_url']}?since=0' \\
+                               -H 'Authorization: Bearer {issued['stream_key']}'"""
+    if issued.get("mcp_key"):
+        text += f"""
+  agents, MCP or REST:       {issued['mcp_url']}  (docs/connect-agent.md)
+                             header Authorization: Bearer {issued['mcp_key']}"""
+    return text
 
 
 def policy_command(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -414,40 +497,66 @@ def erase_command(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _configure_logging(settings: Settings) -> None:
-    receiver_logging.configure(level=settings.log_level, json=settings.log_json)
+    handler = receiver_logging.configure(level=settings.log_level, json=settings.log_json)
+    if settings.log_level.upper() != "DEBUG":
+        # Alembic narrates every migration step at INFO; the commands say what matters.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
+        if not settings.log_json:
+            handler.addFilter(_quiet_console)
+
+
+def _quiet_console(record: logging.LogRecord) -> bool:
+    return not (
+        record.name == "uvicorn.error" and record.levelno == logging.INFO
+        and record.getMessage().startswith(_UVICORN_LIFECYCLE)
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="receiver", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="receiver", description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p_serve = sub.add_parser("serve", help="migrate, then serve HTTP")
-    p_serve.add_argument("--host")
-    p_serve.add_argument("--port", type=int)
-    p_serve.add_argument("--workers", type=int)
+    p_serve = sub.add_parser(
+        "serve", help="migrate the database, then serve HTTP (what `make run` runs)",
+        description="Apply the database migrations, then serve the webhook, capture, stream and "
+        "admin routes until Ctrl-C or SIGTERM (which drain in-flight requests first).",
+    )
+    p_serve.add_argument("--host", help="address to listen on (default: RECEIVER_HOST or 127.0.0.1)")
+    p_serve.add_argument("--port", type=int, help="port to listen on (default: RECEIVER_PORT or 8000)")
+    p_serve.add_argument(
+        "--workers", type=int, help="processes sharing the socket (default: RECEIVER_WORKERS or 1)"
+    )
 
-    sub.add_parser("migrate", help="apply database migrations")
+    sub.add_parser(
+        "migrate", help="apply the database migrations and print the schema revision",
+        description="Apply the database migrations (serve does it too) and print the revision.",
+    )
 
-    p_prod = sub.add_parser("product", help="manage products")
-    psub = p_prod.add_subparsers(dest="product_action", required=True)
+    p_prod = sub.add_parser(
+        "product", help="register products and manage their credentials and privacy policy",
+        description="Register products and manage their credentials and privacy policy.",
+    )
+    psub = p_prod.add_subparsers(dest="product_action", required=True, metavar="ACTION")
     p_create = psub.add_parser(
-        "create",
-        help="register a product and print its credentials (shown once)",
-        description="Register a product under an id of your choosing (the 0.7.2 way), or by "
-        "analytics project (--provider and --project-id; an opaque id is issued, as autoplay-sdk "
-        "0.13.0's onboard_product does). Either way it gets every credential: webhook/ingest "
-        "secret, stream key, MCP key and capture token.",
+        "create", help="register a product and print its credentials (shown once)",
+        description="Register a product and print what to paste where: the webhook URL and "
+        "secret (PostHog), the capture token (posthog-js), the stream URL and key (autoplay-sdk), "
+        "the MCP key (agents). Name the product id yourself (the 0.7.2 way), or register by "
+        "analytics project with --provider and --project-id and an opaque id is issued, as "
+        "autoplay-sdk 0.13.0's onboard_product does.",
     )
     p_create.add_argument(
         "product_id", nargs="?",
-        help="the product id to register (omit with --provider/--project-id)",
+        help="the product's id, used in every URL (omit with --provider/--project-id)",
     )
-    p_create.add_argument(
-        "--contact-email", required=True, help="who to contact about this product"
-    )
+    p_create.add_argument("--contact-email", required=True, help="who to contact about the product")
     p_create.add_argument(
         "--force", action="store_true",
-        help="re-register an existing product id: rotate every credential",
+        help="re-register an existing product: issue new credentials (the old ones keep working "
+        "for RECEIVER_SECRET_GRACE_SECONDS)",
     )
     p_create.add_argument(
         "--provider", choices=products.PROVIDERS,
@@ -462,13 +571,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --provider, for a project already registered: its owner token (rotates "
         "every credential)",
     )
-    p_list = psub.add_parser("list", help="list registered products")
-    p_show = psub.add_parser(
-        "show", help="show a product's settings, URLs and live credential ids (never secrets)"
+    p_list = psub.add_parser(
+        "list", help="list the products", description="List the registered products."
     )
-    p_show.add_argument("product_id", help="the product to show")
-    p_rotate = psub.add_parser("rotate", help="issue a new webhook secret (old one keeps working)")
-    p_rotate.add_argument("product_id", help="the product whose credentials to rotate")
+    p_show = psub.add_parser(
+        "show", help="show a product: URLs, capture token, credentials (never secrets), policy",
+        description="Show a product: its URLs, capture token, credential ids and expiry, and "
+        "privacy policy. Secrets are stored only as hashes and cannot be shown again.",
+    )
+    p_show.add_argument("product_id", help="the product's id")
+    p_rotate = psub.add_parser(
+        "rotate", help="issue a new webhook secret (the old one keeps working for a grace period)",
+        description="Issue a new webhook secret (and, if asked, stream key). The previous one "
+        "keeps working for the grace period, then stops.",
+    )
+    p_rotate.add_argument("product_id", help="the product's id")
     p_rotate.add_argument("--stream-key", action="store_true", help="also rotate the stream key")
     p_rotate.add_argument(
         "--stream-key-only", action="store_true", help="rotate only the stream key"
@@ -479,17 +596,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_rotate.add_argument(
         "--grace-seconds", type=float,
-        help="how long the previous credentials keep working (default RECEIVER_SECRET_GRACE_SECONDS)",
+        help="how long the old credentials keep working (default: RECEIVER_SECRET_GRACE_SECONDS)",
     )
-    p_delete = psub.add_parser("delete", help="delete a product and all its events")
-    p_delete.add_argument("product_id", help="the product to delete")
-    p_delete.add_argument("--yes", action="store_true", help="confirm: all its events are deleted")
+    p_delete = psub.add_parser(
+        "delete", help="delete a product and all its events",
+        description="Delete a product, its credentials and all its events.",
+    )
+    p_delete.add_argument("product_id", help="the product's id")
+    p_delete.add_argument("--yes", action="store_true", help="confirm: nothing is deleted without it")
     p_policy = psub.add_parser(
         "policy",
         help="show or change a product's privacy policy (applies to events received from then on)",
         description="Without options: show the policy. Options change only what they name.",
     )
-    p_policy.add_argument("product_id")
+    p_policy.add_argument("product_id", help="the product's id")
     p_policy.add_argument(
         "--email", choices=privacy.EMAIL_MODES,
         help="keep the email, hash it (HMAC with RECEIVER_PII_HASH_KEY) or drop it",
@@ -515,29 +635,44 @@ def build_parser() -> argparse.ArgumentParser:
         description="Open psql on the configured database, embedded included. Any further "
         "options are passed to psql, e.g. receiver sql -c 'SELECT * FROM daily_activity'.",
     )
-    p_db = sub.add_parser("db", help="database maintenance and access")
-    dsub = p_db.add_subparsers(dest="db_action", required=True)
+    p_db = sub.add_parser(
+        "db", help="database maintenance, retention and read-only access for analysts",
+        description="Database maintenance, retention and read-only access for analysts.",
+    )
+    dsub = p_db.add_subparsers(dest="db_action", required=True, metavar="ACTION")
     p_maint = dsub.add_parser(
-        "maintain", help="create partitions ahead, apply retention, prune dedup keys (idempotent)"
+        "maintain", help="create partitions ahead, apply retention, prune dedup keys (idempotent)",
+        description="Run the maintenance the receiver runs every RECEIVER_MAINTENANCE_SECONDS: "
+        "create partitions ahead, apply retention, prune deduplication keys and idle session "
+        "counters. Idempotent; exits 3 if another run holds the lock.",
     )
     p_grant = dsub.add_parser(
-        "grant-readonly", help="let a role read the events table and the views, nothing else"
+        "grant-readonly", help="let a role read the events table and the views, nothing else",
+        description="Create (if needed) a role that can read the events table and the four views, "
+        "and nothing else: no products, no credentials, no writes.",
     )
-    p_grant.add_argument("role")
+    p_grant.add_argument("role", help="the role's name (created NOLOGIN unless --login or --password)")
     p_grant.add_argument("--login", action="store_true", help="a new role may log in (default NOLOGIN)")
     p_grant.add_argument(
         "--password", nargs="?", const="", default=None,
         help="set a password (implies --login); prompts when no value is given",
     )
-    p_ret = dsub.add_parser("retention", help="show or set a product's retention")
-    p_ret.add_argument("product_id")
+    p_ret = dsub.add_parser(
+        "retention", help="show or set a product's retention",
+        description="Show a product's retention, or override the global values for it.",
+    )
+    p_ret.add_argument("product_id", help="the product's id")
     p_ret.add_argument("--days", type=_days, default=_UNSET, help="N, 0 = forever, or 'default'")
     p_ret.add_argument(
         "--payload-days", type=_days, default=_UNSET,
         help="days the raw payload is kept: N, 0 = as long as the event, or 'default'",
     )
-    p_erase = sub.add_parser("erase", help="delete one person's events and print how many")
-    p_erase.add_argument("--distinct-id", required=True)
+    p_erase = sub.add_parser(
+        "erase", help="delete one person's events and print how many",
+        description="Delete every event of a distinct_id, and the other events of their sessions, "
+        "from every partition; running receivers drop their cached frames of them.",
+    )
+    p_erase.add_argument("--distinct-id", required=True, help="the person's PostHog distinct_id")
     p_erase.add_argument("--product", help="only this product (default: all products)")
     for p in (p_maint, p_grant, p_ret, p_erase):
         p.add_argument("--json", action="store_true", help="machine-readable output")

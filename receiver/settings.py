@@ -22,21 +22,52 @@ class Settings(BaseSettings):
     )
 
     # Where to listen, and the base URL printed for webhook/stream URLs.
-    host: str = "127.0.0.1"
-    port: int = Field(default=8000, ge=0, le=65535)
-    public_url: str | None = None
-    workers: int = Field(default=1, ge=1, le=64)
+    host: str = Field(
+        default="127.0.0.1", description="Address to listen on (`0.0.0.0` in containers)."
+    )
+    port: int = Field(default=8000, ge=0, le=65535, description="Port to listen on.")
+    public_url: str | None = Field(
+        default=None,
+        description="Base URL printed in `webhook_url`, `stream_url` and `capture_url`: what PostHog "
+        "and your users' browsers reach. Unset: `http://HOST:PORT`.",
+    )
+    workers: int = Field(
+        default=1, ge=1, le=64,
+        description="Processes for `receiver serve`; they share the socket and the database.",
+    )
 
     # Database. Unset => an embedded Postgres under ``data_dir`` is started by ``receiver serve``.
-    database_url: SecretStr | None = None
-    data_dir: Path = Path(".data")
-    embedded_pg_port: int = Field(default=54329, ge=1, le=65535)
-    db_pool_size: int = Field(default=10, ge=1, le=200)
-    db_timeout_seconds: float = Field(default=5.0, gt=0)
+    database_url: SecretStr | None = Field(
+        default=None,
+        description="Postgres URL (`postgresql://user:pass@host/db`). Unset: an embedded Postgres "
+        "under `RECEIVER_DATA_DIR`, started and stopped by the `receiver` commands.",
+    )
+    data_dir: Path = Field(
+        default=Path(".data"),
+        description="Where the embedded Postgres keeps its data (`DATA_DIR/pg`).",
+    )
+    embedded_pg_port: int = Field(
+        default=54329, ge=1, le=65535, description="Loopback port of the embedded Postgres."
+    )
+    db_pool_size: int = Field(
+        default=10, ge=1, le=200, description="Database connections per process."
+    )
+    db_timeout_seconds: float = Field(
+        default=5.0, gt=0,
+        description="Longest wait to connect or to get a pooled connection; past it the request "
+        "answers 503.",
+    )
 
     # Admin API (POST /products): loopback callers, or this bearer token.
-    admin_token: SecretStr | None = None
-    admin_allow_loopback: bool = True
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for `POST /products` and `/admin` from anywhere (loopback callers "
+        "need none while `RECEIVER_ADMIN_ALLOW_LOOPBACK` is true).",
+    )
+    admin_allow_loopback: bool = Field(
+        default=True,
+        description="Also allow loopback callers without a token (never proxied ones).",
+    )
 
     # Ingest.
     max_body_bytes: int = Field(
@@ -48,8 +79,13 @@ class Settings(BaseSettings):
         description="Largest capture payload after gzip/base64 decoding, in bytes (413 above). "
         "A real posthog-js event is 1-4.5 KB; its largest flush ~150 events.",
     )
-    batch_max_events: int = Field(default=1000, ge=1)
-    secret_grace_seconds: int = Field(default=24 * 3600, ge=0)
+    batch_max_events: int = Field(
+        default=1000, ge=1, description="Most events committed in one group-commit transaction."
+    )
+    secret_grace_seconds: int = Field(
+        default=24 * 3600, ge=0,
+        description="How long a rotated webhook secret or stream key keeps working.",
+    )
 
     # Budgets per request (receiver.ingest.budget); over a cap: 413, or 400 for nesting.
     max_events_per_request: int = Field(
@@ -87,16 +123,37 @@ class Settings(BaseSettings):
     )
 
     # Stream.
-    heartbeat_seconds: float = Field(default=15.0, gt=0)
-    stream_page_size: int = Field(default=500, ge=1, le=10_000)
-    stream_ring_size: int = Field(default=4096, ge=16)
-    poll_seconds: float = Field(default=5.0, gt=0)
+    heartbeat_seconds: float = Field(
+        default=15.0, gt=0, description="Idle time on a stream before a heartbeat frame."
+    )
+    stream_page_size: int = Field(
+        default=500, ge=1, le=10_000,
+        description="Events per page when a subscriber catches up from Postgres.",
+    )
+    stream_ring_size: int = Field(
+        default=4096, ge=16, description="Recent frames kept in memory per streamed product."
+    )
+    poll_seconds: float = Field(
+        default=5.0, gt=0,
+        description="Safety poll of the stream heads, in case a database notification is missed.",
+    )
 
     # Abuse controls (0 disables). Defaults never trip for legitimate use.
-    auth_fail_limit: int = Field(default=30, ge=0)
-    auth_fail_window_seconds: float = Field(default=60.0, gt=0)
-    ingest_rate_limit: float = Field(default=0.0, ge=0)
-    ingest_burst: int = Field(default=20_000, ge=1)
+    auth_fail_limit: int = Field(
+        default=30, ge=0,
+        description="Failed authentications per client address and product within the window "
+        "before 429 (0 = off).",
+    )
+    auth_fail_window_seconds: float = Field(
+        default=60.0, gt=0, description="The window of `RECEIVER_AUTH_FAIL_LIMIT`."
+    )
+    ingest_rate_limit: float = Field(
+        default=0.0, ge=0,
+        description="Events per second per product before 429 with Retry-After (0 = unlimited).",
+    )
+    ingest_burst: int = Field(
+        default=20_000, ge=1, description="Burst allowance of `RECEIVER_INGEST_RATE_LIMIT`."
+    )
     ingest_bytes_rate_limit: float = Field(
         default=0.0, ge=0,
         description="Decoded bytes per second per product before 429 + Retry-After (0 = unlimited).",
@@ -168,28 +225,48 @@ class Settings(BaseSettings):
 
     # Retention (receiver.storage.retention; per-product overrides in products.retention_days and
     # products.payload_retention_days). 0 = keep forever / keep payloads as long as events.
-    retention_days: int = Field(default=30, ge=0)
-    payload_retention_days: int = Field(default=0, ge=0)
-    partitions_ahead_days: int = Field(default=3, ge=1, le=60)
-    # Partition maintenance inside the receiver: once at start, then every N seconds
-    # (0 = never; run `receiver db maintain` from cron instead).
-    maintenance_seconds: float = Field(default=3600.0, ge=0)
+    retention_days: int = Field(
+        default=30, ge=0,
+        description="Days events are kept (0 = forever); per product: `receiver db retention`.",
+    )
+    payload_retention_days: int = Field(
+        default=0, ge=0,
+        description="Days the raw `payload` JSON is kept before it is cleared; the typed columns "
+        "stay (0 = as long as the event).",
+    )
+    partitions_ahead_days: int = Field(
+        default=3, ge=1, le=60, description="Daily partitions of `events` created ahead of time."
+    )
+    maintenance_seconds: float = Field(
+        default=3600.0, ge=0,
+        description="Partition and retention maintenance inside the receiver: once at start, then "
+        "this often (0 = never; run `receiver db maintain` from cron).",
+    )
 
-    # Privacy: the installation's key for hashed emails (privacy_policy.email = "hash").
-    # Required as soon as one product hashes emails; the receiver refuses to start without it.
-    # Changing it changes every hash from then on (users are counted anew).
-    pii_hash_key: SecretStr | None = None
+    # Changing the key changes every hash from then on (users are counted anew).
+    pii_hash_key: SecretStr | None = Field(
+        default=None,
+        description="Installation key for `email: hash` privacy policies (at least 16 characters). "
+        "Required once a product hashes emails: the receiver refuses to start without it.",
+    )
 
-    # Garbage collection (receiver.ops.heap; `receiver serve` only): freeze what survives each full
-    # collection so thousands of open streams are not walked on every one; hand it back to
-    # the collector every N seconds so reference cycles among it are reclaimed (0: only at
-    # shutdown, so such cycles are kept for the life of the process).
-    gc_freeze: bool = True
-    gc_rescan_seconds: float = Field(default=600.0, ge=0)
+    # Garbage collection (receiver.ops.heap; `receiver serve` only). Without it, thousands of open
+    # streams are walked by every full collection (0.5-0.9 s pauses at 5,000 subscribers).
+    gc_freeze: bool = Field(
+        default=True,
+        description="`receiver serve` freezes what survives each full garbage collection, so "
+        "thousands of open streams are not walked by every later one.",
+    )
+    gc_rescan_seconds: float = Field(
+        default=600.0, ge=0,
+        description="How often frozen objects are handed back to the collector, so reference "
+        "cycles among them are reclaimed (0 = only at shutdown).",
+    )
 
-    # Logs: one JSON object per line with RECEIVER_LOG_JSON=true (request ids included).
-    log_level: str = "INFO"
-    log_json: bool = False
+    log_level: str = Field(default="INFO", description="Log level (DEBUG, INFO, WARNING, ...).")
+    log_json: bool = Field(
+        default=False, description="One JSON object per log line, with request ids."
+    )
 
     @field_validator("database_url", mode="before")
     @classmethod

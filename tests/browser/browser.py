@@ -46,6 +46,8 @@ from tests.unavailable import unavailable
 REPO = Path(__file__).resolve().parents[2]
 DEMO_DIR = REPO / "posthog" / "demo"
 SERVE_PY = DEMO_DIR / "serve.py"
+# Screenshots for the documentation site (docs/*.md show them); git-ignored, never a tracked file.
+SCREENSHOTS = REPO / "build" / "screenshots"
 
 CHROMIUM_ARGS = [
     "--no-sandbox",

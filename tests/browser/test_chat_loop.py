@@ -28,7 +28,7 @@ from tests.bridge.helpers import REPLY_AUTH
 from tests.fakes.llm import RecordedRequest, activity_lines
 from tests.unavailable import in_ci
 
-from .browser import UI_TIMEOUT_MS, open_demo, wait_until
+from .browser import SCREENSHOTS, UI_TIMEOUT_MS, open_demo, wait_until
 from .chat_stack import ChatLoop, chat_loop, missing_for_chat_loop  # noqa: F401  (fixture)
 
 _MISSING = missing_for_chat_loop()
@@ -195,6 +195,9 @@ async def test_the_widget_answers_with_this_users_activity_only(
         assert await alice.is_visible("#invite-modal")
         shown_a = await ask(alice, ALICE_ASKS)
         call_a = the_chat(loop, ALICE_ASKS)
+        # The documentation site shows this moment (docs/rasa-loop.md); build/ is git-ignored.
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        await alice.screenshot(path=str(SCREENSHOTS / "chat.png"))
 
         # Then Bob asks his.
         await open_widget(bob)

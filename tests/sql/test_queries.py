@@ -1,31 +1,28 @@
-"""Every example query in the README runs against seeded data and returns what it says;
-the documented view definitions and columns match the database."""
+"""Every example query of the event-table page runs against seeded data and returns what it says;
+the views the reference page is generated from match the database."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import re
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
 from receiver.storage import migrate, store
+from scripts.docs_reference import migration_views
+from tests.docblocks import code_blocks
 from tests.sql.seed import HOST, seed_story
-
-ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "queries.md"  # view reference
-DOCS = (ROOT / "README.md", DOC)  # example queries live in the README
-BLOCK = re.compile(r"```sql\n(.*?)```", re.S)
 
 
 def blocks(kind: str) -> dict[str, str]:
+    """The page's ``sql`` blocks that start with ``-- <kind>: <name>``, by name."""
     out: dict[str, str] = {}
-    for body in BLOCK.findall("\n".join(p.read_text() for p in DOCS)):
+    for block in code_blocks("docs/event-table.md", "sql"):
+        body = block.text
         m = re.match(rf"-- {kind}: (\w+)\n", body)
         if m:
             assert m.group(1) not in out, f"duplicate {kind} {m.group(1)}"
@@ -148,39 +145,6 @@ def test_sessions_view_row(seeded: tuple[str, date]) -> None:
     assert row["exit_page"] == page("/settings")
 
 
-def _migration_views() -> dict[str, tuple[str, str, dict[str, str]]]:
-    path = next((ROOT / "migrations" / "versions").glob("*_0002_*.py"))
-    spec = importlib.util.spec_from_file_location("migration_0002", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.VIEWS
-
-
-def _norm(sql: str) -> str:
-    return " ".join(sql.split())
-
-
-def test_documented_view_definitions_match_the_migration() -> None:
-    views = _migration_views()
-    documented = blocks("view")
-    assert set(documented) == set(views)
-    for name, body in documented.items():
-        assert _norm(body.split("\n", 1)[1]) == _norm(views[name][0]), name
-
-
-def _doc_tables() -> dict[str, list[tuple[str, str, str]]]:
-    text = DOC.read_text()
-    out: dict[str, list[tuple[str, str, str]]] = {}
-    for m in re.finditer(r"#### `(\w+)`.*?\n\n((?:\|.*\n)+)", text):
-        rows = [
-            tuple(cell.strip() for cell in line.strip().strip("|").split("|"))
-            for line in m.group(2).splitlines()[2:]
-        ]
-        out[m.group(1)] = [(r[0], r[1], r[2]) for r in rows]
-    return out
-
-
 def test_documented_view_columns_match_the_database(database_url: str) -> None:
     async def columns() -> dict[str, list[tuple[str, str, str]]]:
         conn = await asyncpg.connect(store.asyncpg_dsn(database_url))
@@ -202,10 +166,15 @@ def test_documented_view_columns_match_the_database(database_url: str) -> None:
         return out
 
     db = asyncio.run(columns())
-    assert _doc_tables() == db
+    # The reference page renders migration_views(): its views, columns (in order) and texts are
+    # the database's.
+    documented = {
+        name: list(cols.items()) for name, (_, _, cols) in migration_views().items()
+    }
+    assert documented == {view: [(n, c) for n, _, c in cols] for view, cols in db.items()}
     assert all(comment for cols in db.values() for _, _, comment in cols)
 
 
 def test_views_exist_at_head(database_url: str) -> None:
     assert migrate.head_revision() is not None
-    assert set(_migration_views()) == {"sessions", "pageviews", "clicks", "daily_activity"}
+    assert set(migration_views()) == {"sessions", "pageviews", "clicks", "daily_activity"}
