@@ -35,6 +35,9 @@ class StreamRow:
     current_url: str | None
     canonical_url: str | None
     session_index: int
+    # Set once the session is linked to a chat conversation (POST /sessions/link), from the
+    # first event stored after the link on.
+    conversation_id: str | None = None
 
 
 def actions_payload(row: StreamRow) -> dict[str, object]:
@@ -58,7 +61,7 @@ def actions_payload(row: StreamRow) -> dict[str, object]:
         "session_id": row.session_id,
         "user_id": row.distinct_id,
         "email": row.email,
-        "conversation_id": None,
+        "conversation_id": row.conversation_id,
     }
     return {
         "type": "actions",
@@ -69,7 +72,7 @@ def actions_payload(row: StreamRow) -> dict[str, object]:
         "actions": [action],
         "count": 1,
         "forwarded_at": row.received_at,
-        "conversation_id": None,
+        "conversation_id": row.conversation_id,
         "position": row.position,
     }
 
