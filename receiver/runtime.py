@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from receiver.delivery.hub import Hub
+from receiver.delivery.push.service import PushService
 from receiver.errors import UnavailableError
 from receiver.ingest import privacy
 from receiver.ingest.limits import Limits
@@ -45,6 +46,7 @@ class Runtime:
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     maintenance: asyncio.Task[None] | None = None  # receiver.storage.retention background task
+    push: PushService | None = None  # None when RECEIVER_PUSH_ENABLED is false
 
     @property
     def shutting_down(self) -> bool:
@@ -106,6 +108,17 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
     writer.prepare = _privacy_step(directory, settings.hash_key_bytes())
     writer.counted = metrics.observe_outcomes
     writer.start()
+    if settings.push_enabled:
+        rt.push = PushService(settings, database_url=url, metrics=metrics)
+        await rt.push.start()
+        hub.on_heads = rt.push.heads
+        push_changed = rt.push.products_changed
+
+        def products_changed(product_id: str | None) -> None:
+            directory.invalidate(product_id)
+            push_changed(product_id)
+
+        hub.on_products_changed = products_changed
     await hub.start(store.asyncpg_dsn(url))
     rt.maintenance = retention.start_background(
         pool, retention.policy_from(settings), settings.maintenance_seconds
@@ -148,6 +161,8 @@ def _privacy_step(directory: Directory, hash_key: bytes | None):  # type: ignore
 
 async def stop(rt: Runtime) -> None:
     rt.begin_shutdown()
+    if rt.push is not None:
+        await rt.push.close()
     await retention.stop_background(rt.maintenance)
     await rt.writer.drain_and_close()
     await rt.hub.close()

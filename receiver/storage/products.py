@@ -26,6 +26,7 @@ PRODUCT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 EMAIL_RE = re.compile(r"^[^@\s]{1,200}@[^@\s]{1,200}\.[^@\s]{1,63}$")
 CACHE_SECONDS = 10.0
 Kind = Literal["webhook_secret", "stream_key"]
+SESSION_LINK_MODES = ("token", "open", "off")
 
 
 def validate_product_id(product_id: str) -> str:
@@ -240,6 +241,21 @@ async def set_policy(
     return policy
 
 
+async def set_session_link(conn: asyncpg.Connection, product_id: str, mode: str) -> str:
+    """Who may call ``POST /sessions/link`` for the product: 'token', 'open' or 'off'."""
+    if mode not in SESSION_LINK_MODES:
+        raise BadRequestError("session_link must be one of: " + ", ".join(SESSION_LINK_MODES))
+    async with conn.transaction():
+        status = await conn.execute(
+            "UPDATE products SET session_link = $2, updated_at = now() WHERE product_id = $1",
+            product_id, mode,
+        )
+        if status.split()[-1] == "0":
+            raise NotFoundError(f"unknown product {product_id!r}")
+        await _notify(conn, product_id)
+    return mode
+
+
 async def products_hashing_emails(conn: asyncpg.Connection) -> list[str]:
     rows = await conn.fetch(
         "SELECT product_id FROM products WHERE privacy_policy->>'email' = 'hash' ORDER BY 1"
@@ -305,6 +321,7 @@ class ProductAuth:
     webhook_hashes: tuple[tuple[bytes, datetime | None], ...]
     stream_hashes: tuple[tuple[bytes, datetime | None], ...]
     policy: privacy.Policy = privacy.DEFAULT
+    session_link: str = "token"  # who may call POST /sessions/link (SESSION_LINK_MODES)
 
     def _check(
         self, presented: str | None, hashes: tuple[tuple[bytes, datetime | None], ...]
@@ -380,7 +397,8 @@ class Directory:
 
 async def load(conn: asyncpg.Connection, product_id: str) -> ProductAuth | None:
     row = await conn.fetchrow(
-        "SELECT capture_token, privacy_policy::text FROM products WHERE product_id = $1",
+        "SELECT capture_token, privacy_policy::text, session_link FROM products "
+        "WHERE product_id = $1",
         product_id,
     )
     if row is None:
@@ -404,6 +422,7 @@ async def load(conn: asyncpg.Connection, product_id: str) -> ProductAuth | None:
             if c["kind"] == "stream_key"
         ),
         policy=_stored_policy(product_id, row[1]),
+        session_link=row["session_link"],
     )
 
 
