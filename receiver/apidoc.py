@@ -44,6 +44,14 @@ class Registered(BaseModel):
     unkey_key: str | None = None
     unkey_key_id: str | None = None
     integration_type: str
+    push: dict[str, str] | None = Field(
+        default=None,
+        description="Push mode: the destination (redacted) and, only when the receiver "
+        "generated it, the signing secret (shown this once).",
+    )
+    session_link: str | None = Field(
+        default=None, description="Who may call POST /sessions/link, when the request set it."
+    )
 
 
 class Health(BaseModel):

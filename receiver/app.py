@@ -10,10 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from receiver import onboarding, responses, runtime
-from receiver.delivery import stream
+from receiver.delivery import links, stream
 from receiver.errors import ReceiverError
 from receiver.ingest import capture, webhook
-from receiver.ops import admin, health, heap
+from receiver.ops import admin, health, heap, push_admin
 from receiver.ops.logging import RequestContextMiddleware
 from receiver.settings import Settings
 from receiver.storage.migrate import head_revision
@@ -47,12 +47,14 @@ def create_app(settings: Settings, *, manage_gc: bool = False) -> FastAPI:
     app.add_exception_handler(RequestValidationError, responses.on_validation_error)
     app.add_exception_handler(StarletteHTTPException, responses.on_http_error)
     app.add_exception_handler(Exception, responses.on_unexpected)
-    for module in (webhook, capture, stream, onboarding, health):
+    for module in (webhook, capture, stream, links, onboarding, health):
         app.include_router(module.router)
     webhook.mount(app)
     # CORS for the browser-facing capture/flags/config routes only (see receiver.ingest.capture).
     app.add_middleware(capture.CaptureCORS)
+    app.add_middleware(links.LinkCORS)  # POST /sessions/link only
     app.include_router(admin.router)
+    app.include_router(push_admin.router)
     # Outermost: request ids, access log and ingest metrics see every request as answered.
     app.add_middleware(RequestContextMiddleware)
     return app

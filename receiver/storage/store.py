@@ -796,6 +796,26 @@ async def read_range(
     return [_row(r) for r in rows]
 
 
+async def link_session(
+    conn: asyncpg.Connection, product_id: str, session_id: str, conversation_id: str
+) -> None:
+    """Link a session to a chat conversation: every event of the session stored from now on
+    carries ``conversation_id`` (the append copies it from this counter row; see
+    :func:`_append_sql`). A session not seen yet gets its counter now, at index 0.
+
+    One row lock and nothing else, so it cannot deadlock with the append's lock order.
+    """
+    await conn.execute(
+        """
+        INSERT INTO session_counters (product_id, session_id, next_index, conversation_id)
+        VALUES ($1, $2, 0, $3)
+        ON CONFLICT (product_id, session_id)
+        DO UPDATE SET conversation_id = EXCLUDED.conversation_id, last_seen_at = now()
+        """,
+        product_id, session_id, conversation_id,
+    )
+
+
 async def head(conn: asyncpg.Connection, product_id: str) -> int | None:
     value = await conn.fetchval(
         "SELECT last_position FROM products WHERE product_id = $1", product_id

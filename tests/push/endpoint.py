@@ -100,7 +100,8 @@ class Endpoint:
         out = [(b"content-type", b"application/json")]
         out += [(k.encode(), v.encode()) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": status, "headers": out})
-        await send({"type": "http.response.body", "body": b'{"ok":%s}' % (b"true" if status < 300 else b"false")})
+        answer = b'{"ok":true}' if status < 300 else b'{"ok":false}'
+        await send({"type": "http.response.body", "body": answer})
 
 
 @contextlib.contextmanager
