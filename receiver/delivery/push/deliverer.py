@@ -42,6 +42,8 @@ from receiver.ops.metrics import Metrics
 
 log = logging.getLogger("receiver.push")
 
+VISIBILITY_RETRY_SECONDS = 0.005
+
 
 @dataclass(frozen=True, slots=True)
 class Options:
@@ -61,6 +63,7 @@ class Taken:
     attempts: list[AttemptRecord]
     dead: list[DeadLetter]
     redelivered: list[tuple[int, int]]
+    settling: frozenset[int]  # redeliveries whose outcome this flush writes (or an earlier one)
 
 
 class Deliverer:
@@ -95,8 +98,13 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._flushed = asyncio.Event()
         self._read_due = True
+        self._soon = False  # what we were told of is not visible yet: look again shortly
         self._reload_due = False
         self._redeliveries_due = True
+        self._recheck_after_flush = False
+        # Redelivered or re-parked positions whose outcome is not written yet: the queue in
+        # the database still lists them, and must not make us send them again.
+        self._settling: set[int] = set()
         self._stopping = False
         self.task: asyncio.Task[None] | None = None
         # Progress not yet taken by the flusher.
@@ -122,6 +130,7 @@ class Deliverer:
         if position > self.head:
             self.head = position
             self._read_due = True
+            self.metrics.push_lag(self.product_id, max(self.head - self.cursor, 0))
             self._wake.set()
 
     def reload(self) -> None:
@@ -159,6 +168,7 @@ class Deliverer:
                 dead=self._dead_count, logged=len(self._records),
             ),
             attempts=self._records, dead=self._dead, redelivered=self._redelivered,
+            settling=frozenset(self._settling),
         )
         self._dirty = False
         self._delivered = self._dead_count = 0
@@ -167,8 +177,14 @@ class Deliverer:
         self._last_success_at = None
         return taken
 
-    def flushed(self, written_cursor: int, stored_cursor: int | None) -> None:
-        self.durable = max(self.durable, written_cursor)
+    def flushed(self, taken: Taken, stored_cursor: int | None) -> None:
+        self.durable = max(self.durable, taken.update.cursor)
+        self._settling -= taken.settling
+        if self._recheck_after_flush and not self._settling:
+            # The outcomes of the last redeliveries are written: the queue can be read again.
+            self._recheck_after_flush = False
+            self._redeliveries_due = True
+            self._wake.set()
         if stored_cursor is not None and stored_cursor > self.cursor:
             self._jump(stored_cursor)
         self._flushed.set()
@@ -195,7 +211,8 @@ class Deliverer:
                     continue
                 row = await self._next_row()
                 if row is None:
-                    await self._wait(None, self.options.poll_seconds)
+                    soon, self._soon = self._soon, False
+                    await self._wait(None, VISIBILITY_RETRY_SECONDS if soon else self.options.poll_seconds)
                     self._read_due = True
                     continue
                 if not is_streamed(row.action_type):
@@ -241,9 +258,17 @@ class Deliverer:
             self.head_at_least(rows[-1].position)
             return self._buffer[0]
         if self.head > self.cursor:
-            # Committed positions that no longer exist: retention or `receiver erase` removed
-            # them before they were delivered. Nothing is left to send up to the head.
-            self._advance(self.head)
+            # A notification said there is more, but we see nothing: either it is not visible
+            # to us yet (a listener can hear of a commit a moment before other sessions see
+            # it), or retention / `receiver erase` removed those events before they were
+            # delivered. Only the committed head read in the same snapshot as the events tells
+            # the two apart: pass over positions only when they are truly gone.
+            async with self.pool.acquire() as conn:
+                head, more = await outbox.head_and_more(conn, self.product_id, self.cursor)
+            if head is not None and head > self.cursor and not more:
+                self._advance(head)
+            else:
+                self._soon = True
         return None
 
     def _allowed(self) -> bool:
@@ -372,6 +397,12 @@ class Deliverer:
 
     async def _redeliver(self) -> None:
         """Send the dead letters ``receiver push retry`` queued, oldest first."""
+        if self._settling:
+            # Outcomes of earlier redeliveries are not written yet, so the queue in the
+            # database still lists them: read it once the next flush has landed.
+            self._redeliveries_due = False
+            self._recheck_after_flush = True
+            return
         async with self.pool.acquire() as conn:
             queued = await outbox.requested_redeliveries(conn, self.ep.id, self.options.page)
             rows = await outbox.read_positions(conn, self.product_id, [q.position for q in queued])
@@ -403,6 +434,7 @@ class Deliverer:
                 self._delivered += 1
                 self._last_success_at = at
                 self._redelivered.append((self.ep.id, row.position))
+                self._settling.add(row.position)
                 self._mark()
                 return
             failures += 1
@@ -434,4 +466,5 @@ class Deliverer:
             attempts=item.attempts + failures, last_status=answer.status,
             last_error=answer.error, first_attempt_at=item.first_attempt_at, last_attempt_at=at,
         ))
+        self._settling.add(item.position)
         self._mark()

@@ -200,6 +200,25 @@ async def read_positions(
     return {r["position"]: StreamRow(*r) for r in rows}
 
 
+async def head_and_more(
+    conn: asyncpg.Connection, product_id: str, after: int
+) -> tuple[int | None, bool]:
+    """The committed head and whether any event lies after ``after``, in one snapshot (commit
+    order is position order: a head above ``after`` with nothing stored after it means those
+    events were removed)."""
+    row = await conn.fetchrow(
+        """
+        SELECT last_position,
+               EXISTS (SELECT 1 FROM events WHERE product_id = $1 AND position > $2)
+        FROM products WHERE product_id = $1
+        """,
+        product_id, after,
+    )
+    if row is None:
+        return None, False
+    return int(row[0]), bool(row[1])
+
+
 async def head(conn: asyncpg.Connection, product_id: str) -> int | None:
     value = await conn.fetchval(
         "SELECT last_position FROM products WHERE product_id = $1", product_id

@@ -295,4 +295,4 @@ class PushService:
                 raise ConnectionError("no lock connection")
             stored = await outbox.flush(self._conn, batch, ring=self.settings.push_attempts_kept)
         for d, t in taken:
-            d.flushed(t.update.cursor, stored.get(d.ep.id))
+            d.flushed(t, stored.get(d.ep.id))
