@@ -115,7 +115,7 @@
 
   function lastAnswer(e) {
     if (!e.last_attempt_at) return "—";
-    if (e.last_error) return (e.last_status ? e.last_status + " " : "") + e.last_error;
+    if (e.last_error) return e.last_error; // says the status too ("HTTP 503: ...")
     return String(e.last_status);
   }
 
@@ -162,7 +162,7 @@
       cell(tr, String(x.position), "num");
       cell(tr, x.reason);
       cell(tr, String(x.attempts), "num");
-      cell(tr, (x.last_status ? x.last_status + " " : "") + (x.last_error || "")).title = x.last_error || "";
+      cell(tr, x.last_error || String(x.last_status)).title = x.last_error || "";
       cell(tr, fmtTime(x.dead_at));
       cell(tr, x.retry_requested_at ? fmtTime(x.retry_requested_at) : "—");
       dead.appendChild(tr);
