@@ -27,7 +27,7 @@ from bench.common import ROOT, Procs, dump_json
 
 SCENARIOS = [
     "ingest_w1", "ingest_w2", "ack_latency", "e2e_1", "e2e_100", "fanout_1000", "fanout_5000",
-    "replay", "db",
+    "replay", "db", "push_throughput", "push_latency", "ingest_push",
 ]
 
 
@@ -50,6 +50,12 @@ def run_one(name: str, ctx: scenarios.Ctx) -> dict[str, Any]:
         return scenarios.replay(ctx)
     if name == "db":
         return scenarios.db_ceiling(ctx)
+    if name == "push_throughput":
+        return scenarios.push_throughput(ctx)
+    if name == "push_latency":
+        return scenarios.push_latency(ctx)
+    if name == "ingest_push":
+        return scenarios.ingest_push(ctx)
     raise ValueError(name)
 
 

@@ -3,8 +3,8 @@
 Bounded on every side: at most ``max_connections`` requests in flight per process, a deadline
 on the whole request (connect, send, answer), redirects never followed, no proxy or netrc
 settings from the environment (a destination gets exactly what the configuration says), and
-at most :data:`ERROR_BODY_BYTES` of an error answer read. Errors are described without the URL,
-which may carry credentials.
+at most :data:`DRAIN_BYTES` of an answer read (:data:`ERROR_BODY_BYTES` kept for the error).
+Errors are described without the URL, which may carry credentials.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import httpx
 from receiver.delivery.push.destination import redact_url
 
 ERROR_BODY_BYTES = 512
+DRAIN_BYTES = 64 * 1024
 ERROR_TEXT_CHARS = 300
 
 
@@ -63,27 +64,33 @@ class Sender:
     ) -> Answer:
         async with self._client.stream("POST", url, content=body, headers=headers) as resp:
             status = resp.status_code
+            # Read the answer (bounded): a response closed unread takes its connection with
+            # it, and every push would then open a new one.
+            head = await _drain(resp)
             if 200 <= status < 300:
                 return Answer(status, None, None, _since(started))
             error = f"HTTP {status}"
             if 300 <= status < 400:
                 error += " (redirects are not followed: point the endpoint at the final URL)"
             else:
-                text = await _head(resp)
+                text = " ".join(head[:ERROR_BODY_BYTES].decode("utf-8", "replace").split())
                 if text:
-                    error += ": " + text
+                    error += ": " + text[:ERROR_TEXT_CHARS]
             return Answer(status, resp.headers.get("retry-after"), error, _since(started))
 
 
-async def _head(resp: httpx.Response) -> str:
-    """The start of an error answer, as one line of printable text."""
-    chunk = b""
+async def _drain(resp: httpx.Response) -> bytes:
+    """The answer's first bytes; reads it to the end if it is small (so the connection is kept),
+    stops after :data:`DRAIN_BYTES` otherwise (the connection is then closed)."""
+    head = b""
+    seen = 0
     async for part in resp.aiter_raw():
-        chunk += part
-        if len(chunk) >= ERROR_BODY_BYTES:
+        if len(head) < ERROR_BODY_BYTES:
+            head += part[: ERROR_BODY_BYTES - len(head)]
+        seen += len(part)
+        if seen > DRAIN_BYTES:
             break
-    text = chunk[:ERROR_BODY_BYTES].decode("utf-8", "replace")
-    return " ".join(text.split())[:ERROR_TEXT_CHARS]
+    return head
 
 
 def _describe(exc: BaseException, url: str) -> str:
