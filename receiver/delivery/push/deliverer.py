@@ -229,9 +229,11 @@ class Deliverer:
                 await self._deliver(row)
         except asyncio.CancelledError:
             raise
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            # The database went away: the service notices the task ended and claims the
+            # endpoint again (from the durable cursor) once it is back.
+            log.warning("push deliverer for %s stopped: %s", self.product_id, type(exc).__name__)
         except Exception:
-            # A database hiccup while reading: the service notices the task ended and claims
-            # the endpoint again (from the durable cursor) on its next pass.
             log.exception("push deliverer for %s stopped", self.product_id)
 
     async def _wait(self, aw: object, seconds: float) -> None:
@@ -322,8 +324,16 @@ class Deliverer:
         self.metrics.push_attempt(self.product_id, outcome, answer.seconds)
 
     async def _deliver(self, row: StreamRow) -> None:
+        failures_before = self.failures
         answer, at = await self._post(row)
-        if self.failures == 0:
+        if row.position <= self.cursor:
+            # `receiver push skip` moved the cursor past it while the request was out (the
+            # flusher learnt it and jumped): its outcome no longer matters.
+            self._record(row.position, answer, at, "delivered" if answer.status and
+                         200 <= answer.status < 300 else "retry")
+            self._mark()
+            return
+        if failures_before == 0:
             self.first_attempt_at = at
         v = policy.verdict(answer.status)
         if v is Verdict.DELIVERED:
@@ -331,7 +341,7 @@ class Deliverer:
             self._delivered += 1
             self._last_success_at = at
             self.metrics.push_delivered(self.product_id, time.time() - row.received_at)
-            self._buffer.popleft()
+            self._pop(row)
             self._advance(row.position)
             return
         failures = self.failures + 1
@@ -359,8 +369,12 @@ class Deliverer:
             "push to %s: position %d dead-lettered (%s after %d attempt(s)): %s",
             redact_url(self.ep.url), row.position, reason, failures, answer.error,
         )
-        self._buffer.popleft()
+        self._pop(row)
         self._advance(row.position)
+
+    def _pop(self, row: StreamRow) -> None:
+        if self._buffer and self._buffer[0] is row:
+            self._buffer.popleft()
 
     def _advance(self, position: int) -> None:
         self.cursor = max(self.cursor, position)
