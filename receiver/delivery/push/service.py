@@ -50,6 +50,9 @@ log = logging.getLogger("receiver.push")
 # locks) of a holder whose host vanished after about idle + interval × count seconds.
 KEEPALIVES = {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}
 STOP_GRACE_SECONDS = 3.0
+# At most one progress write per this many seconds per process: under load each write covers
+# many payloads (less CPU per payload); a crash re-sends at most this much more.
+FLUSH_INTERVAL_SECONDS = 0.01
 
 
 class PushService:
@@ -271,6 +274,7 @@ class PushService:
             except Exception as exc:  # noqa: BLE001 - the lock connection is in doubt
                 log.warning("push: writing progress failed: %s", type(exc).__name__)
                 await self._lose_all(f"progress not written ({type(exc).__name__})")
+            await asyncio.sleep(FLUSH_INTERVAL_SECONDS)  # pacing, not synchronization
 
     async def _flush_once(self) -> None:
         async with self._flush_lock:
