@@ -107,6 +107,13 @@ class Settings(BaseSettings):
         "to an hour). Payloads behind a failing one wait for it, so this bounds how late "
         "delivery resumes once an endpoint is back.",
     )
+    push_max_in_flight: int = Field(
+        default=8, ge=1, le=64,
+        description="Requests out at once per push endpoint. Payloads start in position order "
+        "and never two of one session at once, so each session's arrive in order; 1 sends "
+        "one at a time, so the endpoint gets everything in position order. A product overrides "
+        "it with integration_config.max_in_flight.",
+    )
     push_timeout_seconds: float = Field(
         default=10.0, gt=0, le=120,
         description="Deadline of one push request, connection included; a request that takes "

@@ -108,6 +108,11 @@ def upgrade() -> None:
             "NULL = RECEIVER_PUSH_MAX_AGE_SECONDS.",
         ),
         sa.Column(
+            "max_in_flight", sa.Integer,
+            comment="Requests out at once (never two of one session); 1 = one at a time, in "
+            "position order. NULL = RECEIVER_PUSH_MAX_IN_FLIGHT.",
+        ),
+        sa.Column(
             "attempts", sa.Integer, nullable=False, server_default="0",
             comment="Failed attempts so far of the payload after cursor (0: none failed).",
         ),
@@ -148,6 +153,9 @@ def upgrade() -> None:
         sa.CheckConstraint(
             "max_age_seconds IS NULL OR max_age_seconds >= 1",
             name="ck_push_endpoints_max_age_seconds",
+        ),
+        sa.CheckConstraint(
+            "max_in_flight IS NULL OR max_in_flight >= 1", name="ck_push_endpoints_max_in_flight"
         ),
         comment="Push destinations (push mode): where each product's payloads are POSTed, and a "
         "durable cursor over its event positions.",

@@ -94,7 +94,10 @@ class Endpoint:
                 break
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         req = Received(scope["method"], scope["path"], headers, body, time.time(), 0)
-        status, extra = (self.respond(req) if self.respond else (self.status, {}))
+        # In a thread, so that a slow answer holds back only its own request (the receiver may
+        # have several out at once).
+        status, extra = (await asyncio.to_thread(self.respond, req) if self.respond
+                         else (self.status, {}))
         with self._lock:
             self.requests.append(Received(req.method, req.path, headers, body, req.at, status))
         out = [(b"content-type", b"application/json")]

@@ -51,10 +51,11 @@ def test_every_payload_is_the_stream_frame_signed_and_in_order(
         time.sleep(0.3)  # nothing more may come (the $identify): check below
         got = ep.snapshot()
 
-    assert positions_of(got) == positions and internal[0] not in positions_of(got)
-    assert [r.webhook_id for r in got] == [f"{run}:{p}" for p in positions]
+    # Each event once (the window may reorder sessions between them, never within one).
+    assert sorted(positions_of(got)) == positions and internal[0] not in positions_of(got)
+    assert {r.webhook_id for r in got} == {f"{run}:{p}" for p in positions}
     assert_signed(got)
-    first = got[0]
+    first = min(got, key=lambda r: r.position)
     assert first.method == "POST" and first.path == "/hook"
     assert first.headers["content-type"] == "application/json"
     assert first.headers["authorization"] == f"Bearer {SECRET}"
@@ -99,7 +100,7 @@ def test_a_generated_secret_is_returned_once_and_signs(
     assert len(got[2].headers["webhook-signature"].split()) == 1
 
 
-def test_retryable_answers_are_retried_and_later_payloads_wait(
+def test_retryable_answers_are_retried_and_with_one_in_flight_later_payloads_wait(
     fast_receiver: LiveReceiver, database_url: str
 ) -> None:
     answers = iter([503, 429, 500, 408])
@@ -112,7 +113,8 @@ def test_retryable_answers_are_retried_and_later_payloads_wait(
 
     with serve_endpoint() as ep:
         ep.respond = respond
-        product = push_product(fast_receiver.base_url, ep.url, new_product_id("retry"))
+        product = push_product(fast_receiver.base_url, ep.url, new_product_id("retry"),
+                               max_in_flight=1)
         first = post_events(product, product.product_id, range(1))
         rest = post_events(product, product.product_id, range(1, 4))
         ep.wait_for(lambda reqs: len([r for r in reqs if r.status == 200]) >= 4)
@@ -139,7 +141,8 @@ def test_other_client_errors_are_dead_lettered_at_once_and_delivery_moves_on(
         ep.respond = lambda req: ((400, {}) if req.position == bad[0] else
                                   (302, {"location": "https://elsewhere.test/"})
                                   if req.position == redirected[0] else (200, {}))
-        product = push_product(fast_receiver.base_url, ep.url, new_product_id("4xx"))
+        product = push_product(fast_receiver.base_url, ep.url, new_product_id("4xx"),
+                               max_in_flight=1)
         ok1 = post_events(product, product.product_id, range(1))
         bad = post_events(product, product.product_id, range(1, 2))
         redirected = post_events(product, product.product_id, range(2, 3))
@@ -166,7 +169,7 @@ def test_an_endpoint_down_for_a_while_gets_everything_once_back(
     with serve_endpoint() as ep:
         port = int(ep.base_url.rsplit(":", 1)[1])
         product = push_product(fast_receiver.base_url, ep.url, new_product_id("down"),
-                               max_attempts=1000)
+                               max_attempts=1000, max_in_flight=1)
         before = post_events(product, product.product_id, range(3))
         ep.wait_for(lambda reqs: len(reqs) >= 3)
     down_at = time.monotonic()
@@ -194,7 +197,7 @@ def test_500_forever_ends_in_dead_letters_and_retry_redelivers_them_once_fixed(
     live = receiver_factory(**FAST, push_max_attempts=3)
     with serve_endpoint() as ep:
         ep.status = 500
-        product = push_product(live.base_url, ep.url, new_product_id("dead"))
+        product = push_product(live.base_url, ep.url, new_product_id("dead"), max_in_flight=1)
         positions = post_events(product, product.product_id, range(4))
         ep.wait_for(lambda reqs: len(reqs) >= 12, what="3 attempts of each of 4 payloads")
         assert [r.position for r in ep.snapshot()] == [p for p in positions for _ in range(3)]
@@ -234,7 +237,7 @@ def test_skip_gives_up_on_a_range(fast_receiver: LiveReceiver, database_url: str
     with serve_endpoint() as ep:
         ep.status = 503
         product = push_product(fast_receiver.base_url, ep.url, new_product_id("skip"),
-                               max_attempts=1000)
+                               max_attempts=1000, max_in_flight=1)
         stuck = post_events(product, product.product_id, range(3))
         ep.wait_for(lambda reqs: len(reqs) >= 3)
         assert {r.position for r in ep.snapshot()} == {stuck[0]}  # head of line
@@ -422,3 +425,72 @@ def test_metrics_show_the_lag_per_endpoint(
     delivered = f'receiver_push_attempts_total{{outcome="delivered",product_id="{product.product_id}"}}'
     assert f"{delivered} 5.0" in text
 
+
+
+def test_one_at_a_time_the_endpoint_gets_position_order(
+    fast_receiver: LiveReceiver, database_url: str
+) -> None:
+    with serve_endpoint() as ep:
+        product = push_product(fast_receiver.base_url, ep.url, new_product_id("strict"),
+                               max_in_flight=1)
+        positions = post_events(product, product.product_id, range(40))
+        got = ep.wait_for(lambda reqs: len(reqs) >= 40 and reqs)
+    assert positions_of(got) == positions
+    assert endpoint_row(database_url, product.product_id)["max_in_flight"] == 1
+
+
+def test_the_window_keeps_each_session_in_order_and_a_failing_one_to_itself(
+    receiver_factory: Callable[..., LiveReceiver], database_url: str
+) -> None:
+    """max_in_flight 4: payloads of different sessions overlap (at most 4 out at once), those of
+    one session never do; while one session's payload is retried, its later ones wait and the
+    other sessions' go on."""
+    import threading
+
+    live = receiver_factory(**FAST, push_max_in_flight=4, push_max_attempts=1000)
+    lock = threading.Lock()
+    out = {"now": 0, "max": 0, "by_session": {}}
+    failing = {"left": 6}
+
+    def respond(req: Received) -> tuple[int, dict[str, str]]:
+        session = req.json()["session_id"]
+        with lock:
+            out["now"] += 1
+            out["max"] = max(out["max"], out["now"])
+            busy = out["by_session"].get(session, 0)
+            out["by_session"][session] = busy + 1
+            assert busy == 0, f"two payloads of {session} at once"
+        time.sleep(0.02)  # stay out a while, so that requests overlap
+        with lock:
+            out["now"] -= 1
+            out["by_session"][session] -= 1
+            if session == sessions[0] and failing["left"] > 0:
+                failing["left"] -= 1
+                return 503, {}
+        return 200, {}
+
+    with serve_endpoint() as ep:
+        ep.respond = respond
+        product = push_product(live.base_url, ep.url, new_product_id("window"))
+        run = product.product_id
+        sessions = [f"{run}-{k}" for k in range(6)]
+        positions: dict[str, list[int]] = {s_: [] for s_ in sessions}
+        for i in range(36):
+            session = sessions[i % 6]
+            positions[session] += post_events(product, run, range(i, i + 1), session_id=session)
+        got = ep.wait_for(lambda reqs: len([r for r in reqs if r.status == 200]) >= 36 and reqs,
+                          what="every payload")
+    delivered = [r for r in got if r.status == 200]
+    per_session: dict[str, list[int]] = {}
+    for r in delivered:
+        per_session.setdefault(r.json()["session_id"], []).append(r.position)
+    assert per_session == positions  # each session: all of them, in position order
+    assert 1 < out["max"] <= 4  # overlapping, within the bound
+    # The failing session's first payload was retried 6 times; the others' went on meanwhile.
+    first_failing = positions[sessions[0]][0]
+    ok_at = next(r.at for r in delivered if r.position == first_failing)
+    overtaken = [r for r in delivered if r.at < ok_at and r.json()["session_id"] != sessions[0]]
+    assert len(overtaken) >= 5
+    assert all(r.at > ok_at for r in delivered
+               if r.json()["session_id"] == sessions[0] and r.position != first_failing)
+    assert dead_positions(database_url, run) == []

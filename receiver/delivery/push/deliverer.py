@@ -1,20 +1,27 @@
-"""The deliverer of one push endpoint: its payloads, one at a time, in position order.
+"""The deliverer of one push endpoint: its payloads, sent in position order, at most
+``max_in_flight`` at a time, never two of one session at once.
 
 A deliverer runs only in the process holding its endpoint's advisory lock (see ``service``).
-It reads the product's events after its cursor in pages from its own pool, POSTs each actions
-payload (the SSE frame's JSON object, serialized once and signed over those exact bytes), and
-moves on only when the payload is answered 2xx or given up on (dead letter). Internal events
-(``$identify`` and such), which the stream never shows, are passed over without a request.
+It reads the product's events after its cursor in pages from its own pool into a window of
+*slots* (at most ``page`` events ahead of the cursor), and POSTs each actions payload (the SSE
+frame's JSON object, serialized once and signed over those exact bytes). Requests start in
+position order; a slot may start only when every earlier slot of its session is settled
+(answered 2xx or dead-lettered), so each session's payloads arrive one after the other, in
+order. With ``max_in_flight`` 1 nothing overtakes: the endpoint gets everything in position
+order, one at a time. Internal events (``$identify`` and such), which the stream never shows,
+are passed over.
 
-Its progress (cursor, retry state, attempts, dead letters) is written by the service's
-flusher, batched with every other endpoint's, on the lock's own connection. Acknowledged
-payloads therefore become durable a moment after their 2xx: a crash re-sends those of the
-last moment and the one in flight, each with its ``webhook-id``, and loses nothing, because
-the cursor only moves in that same write. A deliverer stays at most ``max_ahead`` payloads
+The cursor is the position before the first unsettled slot: it only moves over settled
+payloads. While a payload is retried, its session's later payloads wait, and the others go on
+until the window is full. Progress (cursor, the retry state of the payload after it, attempts,
+dead letters) is written by the service's flusher, batched with every other endpoint's, on the
+lock's own connection. A crash therefore re-sends what was in flight, what was settled past a
+retried payload, and what was acknowledged in the last moment (progress not written yet), each
+with its ``webhook-id``, and loses nothing. A deliverer stays at most ``max_ahead`` positions
 ahead of its durable cursor.
 
-While a payload is retried, the ones behind it wait: that is what keeps them in order.
-``receiver push retry`` queues dead letters again; they are sent before anything newer.
+``receiver push retry`` queues dead letters again; they are sent, one at a time, before
+anything newer.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ class Options:
     send_bearer: bool
     allowed_hosts: tuple[str, ...]
     poll_seconds: float
+    max_in_flight: int = 8  # the installation default; an endpoint may override it
     page: int = 256
     max_ahead: int = 1024
 
@@ -64,6 +72,19 @@ class Taken:
     dead: list[DeadLetter]
     redelivered: list[tuple[int, int]]
     settling: frozenset[int]  # redeliveries whose outcome this flush writes (or an earlier one)
+
+
+@dataclass(slots=True, eq=False)
+class Slot:
+    """An event read and not yet settled (delivered or dead-lettered)."""
+
+    row: StreamRow
+    session: str
+    failures: int = 0
+    first_attempt_at: float | None = None
+    next_attempt_at: float | None = None
+    in_flight: bool = False
+    body: bytes | None = None
 
 
 class Deliverer:
@@ -85,16 +106,21 @@ class Deliverer:
         self.metrics = metrics
         self.on_dirty = on_dirty
         self.on_gone = on_gone
-        self.cursor = endpoint.cursor  # delivered (or given up on) through here
+        self.cursor = endpoint.cursor  # settled (delivered or given up on) through here
         self.durable = endpoint.cursor  # ... and written to the database through here
         self.head = endpoint.cursor
-        self.failures = endpoint.attempts
-        self.first_attempt_at = endpoint.first_attempt_at
-        self.next_attempt_at = endpoint.next_attempt_at
         self.seq = endpoint.attempts_logged
         self.blocked: str | None = None
-        self._buffer: deque[StreamRow] = deque()
-        self._cached: tuple[int, bytes] | None = None
+        # The window: unsettled events read, in position order (dicts keep insertion order),
+        # and each session's unsettled positions in order.
+        self._slots: dict[int, Slot] = {}
+        self._sessions: dict[str, deque[int]] = {}
+        self._read_to = endpoint.cursor  # everything up to here is read (or known gone)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        # The retry state the database holds for the payload after the cursor (a restart
+        # goes on with its attempts and schedule).
+        self._resume = (endpoint.cursor + 1, endpoint.attempts, endpoint.first_attempt_at,
+                        endpoint.next_attempt_at) if endpoint.attempts else None
         self._wake = asyncio.Event()
         self._flushed = asyncio.Event()
         self._read_due = True
@@ -140,7 +166,7 @@ class Deliverer:
         self._wake.set()
 
     async def stop(self, grace: float) -> None:
-        """Finish the request in flight (within ``grace`` seconds), then stop."""
+        """Let the requests out finish (within ``grace`` seconds), then stop."""
         self._stopping = True
         self._wake.set()
         if self.task is None:
@@ -148,6 +174,8 @@ class Deliverer:
         with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
             await asyncio.wait_for(asyncio.shield(self.task), grace)
         if not self.task.done():
+            for request in list(self._in_flight):
+                request.cancel()
             self.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
@@ -158,11 +186,14 @@ class Deliverer:
         if not self._dirty:
             return None
         last_status, last_error, last_at = self._last or (None, None, None)
+        first = self._slots.get(self.cursor + 1)
+        failing = first is not None and first.failures > 0
         taken = Taken(
             update=EndpointUpdate(
-                endpoint_id=self.ep.id, cursor=self.cursor, attempts=self.failures,
-                first_attempt_at=self.first_attempt_at if self.failures else None,
-                next_attempt_at=self.next_attempt_at if self.failures else None,
+                endpoint_id=self.ep.id, cursor=self.cursor,
+                attempts=first.failures if failing and first else 0,
+                first_attempt_at=first.first_attempt_at if failing and first else None,
+                next_attempt_at=first.next_attempt_at if failing and first else None,
                 last_status=last_status, last_error=last_error, last_attempt_at=last_at,
                 last_success_at=self._last_success_at, delivered=self._delivered,
                 dead=self._dead_count, logged=len(self._records),
@@ -203,30 +234,27 @@ class Deliverer:
                 if self._reload_due and not await self._reload():
                     return
                 if self._redeliveries_due:
-                    await self._redeliver()
+                    if self._in_flight:  # redeliveries go alone: let the window drain first
+                        await self._wait(None, self.options.poll_seconds)
+                    else:
+                        await self._redeliver()
                     continue
                 if self.cursor - self.durable >= self.options.max_ahead:
                     self._flushed.clear()
                     await self._wait(self._flushed.wait(), self.options.poll_seconds)
                     continue
-                row = await self._next_row()
-                if row is None:
-                    soon, self._soon = self._soon, False
+                await self._fill()
+                soon, self._soon = self._soon, False
+                if not self._slots:
                     await self._wait(None, VISIBILITY_RETRY_SECONDS if soon else self.options.poll_seconds)
                     self._read_due = True
-                    continue
-                if not is_streamed(row.action_type):
-                    self._buffer.popleft()
-                    self._advance(row.position)
-                    continue
-                now = time.time()
-                if self.next_attempt_at is not None and self.failures and self.next_attempt_at > now:
-                    await self._wait(None, self.next_attempt_at - now)
                     continue
                 if not self._allowed():
                     await self._wait(None, self.options.poll_seconds)
                     continue
-                await self._deliver(row)
+                next_due = self._launch()
+                timeout = self.options.poll_seconds if next_due is None else next_due - time.time()
+                await self._wait(None, min(timeout, self.options.poll_seconds))
         except asyncio.CancelledError:
             raise
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
@@ -235,6 +263,39 @@ class Deliverer:
             log.warning("push deliverer for %s stopped: %s", self.product_id, type(exc).__name__)
         except Exception:
             log.exception("push deliverer for %s stopped", self.product_id)
+        finally:
+            # Stopping: the requests out finish (each within its deadline) unless stop()
+            # cancels them; their outcomes count as long as we are here to record them.
+            if self._in_flight:
+                await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    def _max_in_flight(self) -> int:
+        return self.ep.max_in_flight or self.options.max_in_flight
+
+    def _launch(self) -> float | None:
+        """Start every slot that may go now; returns when the next retry is due, if any."""
+        limit = self._max_in_flight()
+        room = limit - len(self._in_flight)
+        now = time.time()
+        next_due: float | None = None
+        for position, slot in self._slots.items():
+            if room <= 0 or (limit == 1 and position != self.cursor + 1):
+                break  # one at a time means strictly in position order: nothing overtakes
+            if slot.in_flight or self._sessions[slot.session][0] != position:
+                continue  # out already, or an earlier payload of its session is unsettled
+            if slot.next_attempt_at is not None and slot.next_attempt_at > now:
+                next_due = slot.next_attempt_at if next_due is None else min(next_due, slot.next_attempt_at)
+                continue
+            slot.in_flight = True
+            task = asyncio.create_task(self._attempt(slot))
+            self._in_flight.add(task)
+            task.add_done_callback(self._landed)
+            room -= 1
+        return next_due
+
+    def _landed(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._wake.set()
 
     async def _wait(self, aw: object, seconds: float) -> None:
         """Until woken (new events, a reload, a stop), ``aw`` completes, or ``seconds`` pass."""
@@ -247,31 +308,53 @@ class Deliverer:
             for w in waiters:
                 w.cancel()
 
-    async def _next_row(self) -> StreamRow | None:
-        if self._buffer:
-            return self._buffer[0]
-        if not (self._read_due or self.head > self.cursor):
-            return None
+    async def _fill(self) -> None:
+        """Read events into the window, if there is room and something new to read."""
+        room = self.options.page - len(self._slots)
+        if room <= 0 or not (self._read_due or self.head > self._read_to):
+            return
         self._read_due = False
         async with self.pool.acquire() as conn:
-            rows = await outbox.read_events(conn, self.product_id, self.cursor, self.options.page)
+            rows = await outbox.read_events(conn, self.product_id, self._read_to, room)
         if rows:
-            self._buffer.extend(rows)
-            self.head_at_least(rows[-1].position)
-            return self._buffer[0]
-        if self.head > self.cursor:
+            for row in rows:
+                if is_streamed(row.action_type):
+                    self._add(row)
+            self._read_to = rows[-1].position
+            self.head_at_least(self._read_to)
+            self._recompute_cursor()
+            return
+        if self.head > self._read_to:
             # A notification said there is more, but we see nothing: either it is not visible
             # to us yet (a listener can hear of a commit a moment before other sessions see
             # it), or retention / `receiver erase` removed those events before they were
             # delivered. Only the committed head read in the same snapshot as the events tells
             # the two apart: pass over positions only when they are truly gone.
             async with self.pool.acquire() as conn:
-                head, more = await outbox.head_and_more(conn, self.product_id, self.cursor)
-            if head is not None and head > self.cursor and not more:
-                self._advance(head)
+                head, more = await outbox.head_and_more(conn, self.product_id, self._read_to)
+            if head is not None and head > self._read_to and not more:
+                self._read_to = head
+                self._recompute_cursor()
             else:
                 self._soon = True
-        return None
+
+    def _add(self, row: StreamRow) -> None:
+        session = row.session_id or ""
+        slot = Slot(row, session)
+        if self._resume is not None and self._resume[0] == row.position:
+            _pos, slot.failures, slot.first_attempt_at, slot.next_attempt_at = self._resume
+        self._resume = None
+        self._slots[row.position] = slot
+        self._sessions.setdefault(session, deque()).append(row.position)
+
+    def _recompute_cursor(self) -> None:
+        """The cursor: before the first unsettled slot, or everything read."""
+        first = next(iter(self._slots), None)
+        cursor = first - 1 if first is not None else self._read_to
+        if cursor > self.cursor:
+            self.cursor = cursor
+            self.metrics.push_lag(self.product_id, max(self.head - self.cursor, 0))
+            self._mark()
 
     def _allowed(self) -> bool:
         allowed = self.options.allowed_hosts
@@ -297,14 +380,8 @@ class Deliverer:
 
     # ------------------------------------------------------------------ one attempt
 
-    def _body(self, row: StreamRow) -> bytes:
-        if self._cached is None or self._cached[0] != row.position:
-            self._cached = (row.position, orjson.dumps(actions_payload(row)))
-        return self._cached[1]
-
-    async def _post(self, row: StreamRow) -> tuple[Answer, float]:
+    async def _post(self, row: StreamRow, body: bytes) -> tuple[Answer, float]:
         now = time.time()
-        body = self._body(row)
         headers = signing.request_headers(
             body, secrets=self.ep.live_secrets(now),
             msg_id=signing.message_id(self.product_id, row.position),
@@ -323,38 +400,42 @@ class Deliverer:
         self._last = (answer.status, answer.error, at)
         self.metrics.push_attempt(self.product_id, outcome, answer.seconds)
 
-    async def _deliver(self, row: StreamRow) -> None:
-        failures_before = self.failures
-        answer, at = await self._post(row)
-        if row.position <= self.cursor:
-            # `receiver push skip` moved the cursor past it while the request was out (the
-            # flusher learnt it and jumped): its outcome no longer matters.
-            self._record(row.position, answer, at, "delivered" if answer.status and
-                         200 <= answer.status < 300 else "retry")
+    async def _attempt(self, slot: Slot) -> None:
+        row = slot.row
+        if slot.body is None:
+            slot.body = orjson.dumps(actions_payload(row))  # once: every retry sends these bytes
+        try:
+            answer, at = await self._post(row, slot.body)
+        finally:
+            slot.in_flight = False
+        if self._slots.get(row.position) is not slot:
+            # `receiver push skip` moved the cursor past it while the request was out: its
+            # outcome no longer matters.
+            self._record(row.position, answer, at, "delivered" if policy.verdict(answer.status)
+                         is Verdict.DELIVERED else "retry")
             self._mark()
             return
-        if failures_before == 0:
-            self.first_attempt_at = at
+        if slot.failures == 0:
+            slot.first_attempt_at = at
         v = policy.verdict(answer.status)
         if v is Verdict.DELIVERED:
             self._record(row.position, answer, at, "delivered")
             self._delivered += 1
             self._last_success_at = at
             self.metrics.push_delivered(self.product_id, time.time() - row.received_at)
-            self._pop(row)
-            self._advance(row.position)
+            self._settle(slot)
             return
-        failures = self.failures + 1
+        failures = slot.failures + 1
         reason = "rejected"
         if v is Verdict.RETRY:
             when, give_up = policy.next_attempt(
-                self._limits(), failures=failures, first_attempt_at=self.first_attempt_at or at,
+                self._limits(), failures=failures, first_attempt_at=slot.first_attempt_at or at,
                 now=time.time(), retry_after=policy.retry_after_seconds(answer.retry_after, time.time()),
                 rand=random.random(),
             )
             if give_up is None:
                 self._record(row.position, answer, at, "retry")
-                self.failures, self.next_attempt_at = failures, when
+                slot.failures, slot.next_attempt_at = failures, when
                 self._mark()
                 return
             reason = give_up
@@ -362,34 +443,36 @@ class Deliverer:
         self._dead.append(DeadLetter(
             endpoint_id=self.ep.id, position=row.position, reason=reason, attempts=failures,
             last_status=answer.status, last_error=answer.error,
-            first_attempt_at=self.first_attempt_at or at, last_attempt_at=at,
+            first_attempt_at=slot.first_attempt_at or at, last_attempt_at=at,
         ))
         self._dead_count += 1
         log.warning(
             "push to %s: position %d dead-lettered (%s after %d attempt(s)): %s",
             redact_url(self.ep.url), row.position, reason, failures, answer.error,
         )
-        self._pop(row)
-        self._advance(row.position)
+        self._settle(slot)
 
-    def _pop(self, row: StreamRow) -> None:
-        if self._buffer and self._buffer[0] is row:
-            self._buffer.popleft()
-
-    def _advance(self, position: int) -> None:
-        self.cursor = max(self.cursor, position)
-        self.failures = 0
-        self.first_attempt_at = self.next_attempt_at = None
-        self.metrics.push_lag(self.product_id, max(self.head - self.cursor, 0))
+    def _settle(self, slot: Slot) -> None:
+        position = slot.row.position
+        del self._slots[position]
+        queue = self._sessions[slot.session]
+        queue.popleft()  # it was its session's first: only those are ever sent
+        if not queue:
+            del self._sessions[slot.session]
+        self._recompute_cursor()
         self._mark()
 
     def _jump(self, cursor: int) -> None:
         """`receiver push skip` moved the cursor past us: forget what lies before it."""
-        while self._buffer and self._buffer[0].position <= cursor:
-            self._buffer.popleft()
+        for position in [p for p in self._slots if p <= cursor]:
+            slot = self._slots.pop(position)
+            queue = self._sessions[slot.session]
+            queue.remove(position)
+            if not queue:
+                del self._sessions[slot.session]
+        self._read_to = max(self._read_to, cursor)
         self.cursor = self.durable = cursor
-        self.failures = 0
-        self.first_attempt_at = self.next_attempt_at = None
+        self._recompute_cursor()
         self.head_at_least(cursor)
         self._wake.set()
 
@@ -435,13 +518,14 @@ class Deliverer:
 
     async def _redeliver_one(self, item: outbox.Redelivery, row: StreamRow) -> None:
         limits = self._limits()
+        body = orjson.dumps(actions_payload(row))
         failures = 0
         first = time.time()
         while not self._stopping:
             if not self._allowed():
                 await self._wait(None, self.options.poll_seconds)
                 continue
-            answer, at = await self._post(row)
+            answer, at = await self._post(row, body)
             v = policy.verdict(answer.status)
             if v is Verdict.DELIVERED:
                 self._record(row.position, answer, at, "delivered")

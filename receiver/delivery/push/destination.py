@@ -29,6 +29,7 @@ MIN_SECRET_CHARS = 16
 MAX_SECRET_CHARS = 512
 MAX_ATTEMPTS_LIMIT = 1000
 MAX_AGE_LIMIT_SECONDS = 30 * 86400
+MAX_IN_FLIGHT_LIMIT = 64
 _CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
@@ -38,6 +39,7 @@ class PushTarget:
     secret: str | None  # None: none was given (the receiver generates one)
     max_attempts: int | None = None  # None: the installation default
     max_age_seconds: int | None = None
+    max_in_flight: int | None = None
 
     def __repr__(self) -> str:  # never the URL's credentials nor the secret
         return f"PushTarget(url={redact_url(self.url)!r}, secret={'set' if self.secret else 'unset'})"
@@ -68,6 +70,7 @@ def from_registration(
         secret=secret or None,
         max_attempts=_bounded_int(config, "max_attempts", 1, MAX_ATTEMPTS_LIMIT),
         max_age_seconds=_bounded_int(config, "max_age_seconds", 1, MAX_AGE_LIMIT_SECONDS),
+        max_in_flight=_bounded_int(config, "max_in_flight", 1, MAX_IN_FLIGHT_LIMIT),
     )
 
 

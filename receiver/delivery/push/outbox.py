@@ -54,19 +54,21 @@ async def configure(
         await conn.execute(
             """
             INSERT INTO push_endpoints (product_id, url, secret, cursor, max_attempts,
-                                        max_age_seconds)
-            SELECT $1, $2, $3, last_position, $4, $5 FROM products WHERE product_id = $1
+                                        max_age_seconds, max_in_flight)
+            SELECT $1, $2, $3, last_position, $4, $5, $6 FROM products WHERE product_id = $1
             """,
             product_id, target.url, secret, target.max_attempts, target.max_age_seconds,
+            target.max_in_flight,
         )
     else:
         await conn.execute(
             """
             UPDATE push_endpoints SET url = $2, max_attempts = $3, max_age_seconds = $4,
-                   updated_at = now()
+                   max_in_flight = $5, updated_at = now()
             WHERE product_id = $1
             """,
             product_id, target.url, target.max_attempts, target.max_age_seconds,
+            target.max_in_flight,
         )
         if target.secret and not security.equals(target.secret, row["secret"]):
             await _rotate(conn, product_id, target.secret, grace_seconds)
@@ -131,6 +133,7 @@ class Endpoint:
     previous_expires_at: float | None
     max_attempts: int | None
     max_age_seconds: int | None
+    max_in_flight: int | None
     cursor: int
     attempts: int
     first_attempt_at: float | None
@@ -156,8 +159,8 @@ async def load(conn: asyncpg.Connection, endpoint_id: int) -> Endpoint | None:
     r = await conn.fetchrow(
         """
         SELECT id, product_id, url, secret, previous_secret, previous_secret_expires_at,
-               max_attempts, max_age_seconds, cursor, attempts, first_attempt_at,
-               next_attempt_at, attempts_logged
+               max_attempts, max_age_seconds, max_in_flight, cursor, attempts,
+               first_attempt_at, next_attempt_at, attempts_logged
         FROM push_endpoints WHERE id = $1
         """,
         endpoint_id,
@@ -169,7 +172,7 @@ async def load(conn: asyncpg.Connection, endpoint_id: int) -> Endpoint | None:
         previous_secret=r["previous_secret"],
         previous_expires_at=_ts(r["previous_secret_expires_at"]),
         max_attempts=r["max_attempts"], max_age_seconds=r["max_age_seconds"],
-        cursor=r["cursor"], attempts=r["attempts"],
+        max_in_flight=r["max_in_flight"], cursor=r["cursor"], attempts=r["attempts"],
         first_attempt_at=_ts(r["first_attempt_at"]), next_attempt_at=_ts(r["next_attempt_at"]),
         attempts_logged=r["attempts_logged"],
     )
@@ -472,7 +475,7 @@ async def status(conn: asyncpg.Connection, product_id: str | None = None) -> lis
                p.last_position - e.cursor AS lag, e.attempts, e.first_attempt_at,
                e.next_attempt_at, e.last_status, e.last_error, e.last_attempt_at,
                e.last_success_at, e.delivered_total, e.dead_lettered_total,
-               e.max_attempts, e.max_age_seconds,
+               e.max_attempts, e.max_age_seconds, e.max_in_flight,
                e.previous_secret IS NOT NULL AND e.previous_secret_expires_at > now()
                    AS rotating,
                (SELECT count(*) FROM push_dead_letters d WHERE d.endpoint_id = e.id)

@@ -70,6 +70,7 @@ class PushService:
             send_bearer=settings.push_send_bearer,
             allowed_hosts=destination.parse_allowed_hosts(settings.push_allowed_hosts),
             poll_seconds=settings.poll_seconds,
+            max_in_flight=settings.push_max_in_flight,
         )
         self.deliverers: dict[int, Deliverer] = {}
         self._by_product: dict[str, Deliverer] = {}
