@@ -19,14 +19,15 @@ from starlette.responses import Response
 
 app = FastAPI(redirect_slashes=False)
 OK = b'{"status":"ok"}'
-samples: list[tuple[float, float, int]] = []  # (arrival, timestamp_start, position)
+samples: list[tuple[float, float, int, str]] = []  # (arrival, timestamp_start, position, session)
 
 
 @app.post("/push")
 async def push(request: Request) -> Response:
     now = time.time()
     payload = orjson.loads(await request.body())
-    samples.append((now, payload["actions"][0]["timestamp_start"], payload["position"]))
+    samples.append((now, payload["actions"][0]["timestamp_start"], payload["position"],
+                    payload["session_id"] or ""))
     return Response(OK, media_type="application/json")
 
 

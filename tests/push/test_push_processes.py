@@ -112,7 +112,7 @@ def test_kill_9_mid_delivery_then_restart_loses_nothing(
     gate = threading.Event()
 
     def slow(req: Received) -> tuple[int, dict[str, str]]:
-        time.sleep(0.005)  # requests are in flight most of the time
+        time.sleep(0.02)  # requests are in flight most of the time
         return 200, {}
 
     with serve_endpoint() as ep:

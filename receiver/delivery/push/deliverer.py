@@ -12,13 +12,18 @@ order, one at a time. Internal events (``$identify`` and such), which the stream
 are passed over.
 
 The cursor is the position before the first unsettled slot: it only moves over settled
-payloads. While a payload is retried, its session's later payloads wait, and the others go on
-until the window is full. Progress (cursor, the retry state of the payload after it, attempts,
-dead letters) is written by the service's flusher, batched with every other endpoint's, on the
-lock's own connection. A crash therefore re-sends what was in flight, what was settled past a
-retried payload, and what was acknowledged in the last moment (progress not written yet), each
-with its ``webhook-id``, and loses nothing. A deliverer stays at most ``max_ahead`` positions
-ahead of its durable cursor.
+payloads. After an attempt fails with an answer that is retried (5xx, 408, 429, no answer),
+the deliverer *probes*: one request at a time, the oldest payload first, until one is
+answered 2xx, which opens the window again. An endpoint that is down therefore uses up one
+payload's attempts at a time, as it would with ``max_in_flight`` 1, instead of every
+session's at once (which would dead-letter most of a long outage's backlog).
+
+Progress (cursor, the retry state of the payload after it, attempts, dead letters) is written
+by the service's flusher, batched with every other endpoint's, on the lock's own connection.
+A crash therefore re-sends what was in flight, what was settled past a retried payload, and
+what was acknowledged in the last moment (progress not written yet), each with its
+``webhook-id``, and loses nothing. A deliverer stays at most ``max_ahead`` positions ahead of
+its durable cursor.
 
 ``receiver push retry`` queues dead letters again; they are sent, one at a time, before
 anything newer.
@@ -117,6 +122,7 @@ class Deliverer:
         self._sessions: dict[str, deque[int]] = {}
         self._read_to = endpoint.cursor  # everything up to here is read (or known gone)
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._probing = endpoint.attempts > 0  # the last answer was a retryable failure
         # The retry state the database holds for the payload after the cursor (a restart
         # goes on with its attempts and schedule).
         self._resume = (endpoint.cursor + 1, endpoint.attempts, endpoint.first_attempt_at,
@@ -274,7 +280,7 @@ class Deliverer:
 
     def _launch(self) -> float | None:
         """Start every slot that may go now; returns when the next retry is due, if any."""
-        limit = self._max_in_flight()
+        limit = 1 if self._probing else self._max_in_flight()
         room = limit - len(self._in_flight)
         now = time.time()
         next_due: float | None = None
@@ -421,12 +427,15 @@ class Deliverer:
             slot.first_attempt_at = at
         v = policy.verdict(answer.status)
         if v is Verdict.DELIVERED:
+            self._probing = False
             self._record(row.position, answer, at, "delivered")
             self._delivered += 1
             self._last_success_at = at
             self.metrics.push_delivered(self.product_id, time.time() - row.received_at)
             self._settle(slot)
             return
+        if v is Verdict.RETRY:
+            self._probing = True
         failures = slot.failures + 1
         reason = "rejected"
         if v is Verdict.RETRY:
