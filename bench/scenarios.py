@@ -589,6 +589,7 @@ async def _bulk_load(url: str, product_id: str, n: int, batch: int = 1000) -> No
     from receiver.storage import store
 
     pool = await store.create_pool(url, max_size=2, timeout=30)
+    batch = min(batch, n)  # the first chunk is the template: never more than n events
     try:
         template = _pendings(product_id, 0, batch)
         for start in range(0, n, batch):
@@ -748,7 +749,7 @@ def push_throughput(ctx: Ctx, events: int = 20_000) -> dict[str, Any]:
         # Registered while this receiver does not push, loaded, then pushed by a fresh one.
         srv = start_receiver(ctx, 1, RECEIVER_PUSH_ENABLED="false")
         prod = make_push_product(srv, f"pushtp-{os.getpid()}", sink)
-        asyncio.run(_bulk_load(ctx.db_url, prod.product_id, events, batch=min(1000, events)))
+        asyncio.run(_bulk_load(ctx.db_url, prod.product_id, events))
         ctx.procs.stop(srv.proc)
         srv = start_receiver(ctx, 1)
         stats = _wait_sink(sink, events, timeout=60 + events / 100)
