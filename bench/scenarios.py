@@ -803,16 +803,27 @@ async def _httpx_ceiling(url: str, n: int) -> dict[str, Any]:
 
 
 def push_latency(ctx: Ctx, rate: float = 1000) -> dict[str, Any]:
-    """POST → push received, at ``rate`` events/s, with the acknowledgement latency of the same
-    load to a product without push and to the pushed product (is ingest unchanged?)."""
+    """POST → push received, at ``rate`` events/s, in two layouts: push in the ingesting
+    process (``same_process``), and push in a second receiver process while the ingesting one
+    runs with RECEIVER_PUSH_ENABLED=false (``own_process``, docs/push.md). Each also measures the
+    acknowledgement latency of the same load to a product without push (is ingest unchanged?)."""
+    return {
+        "rate": 200 if ctx.smoke else rate,
+        "same_process": _push_latency(ctx, rate, split=False),
+        "own_process": _push_latency(ctx, rate, split=True),
+    }
+
+
+def _push_latency(ctx: Ctx, rate: float, *, split: bool) -> dict[str, Any]:
     rate = 200 if ctx.smoke else rate
     secs = ctx.seconds(10, 3)
     warm = 1.0
     sink = start_sink(ctx)
-    srv = start_receiver(ctx, 1)
+    srv = start_receiver(ctx, 1, **({"RECEIVER_PUSH_ENABLED": "false"} if split else {}))
+    pusher = start_receiver(ctx, 1) if split else None
     try:
-        plain = make_product(srv, f"pushlat-off-{os.getpid()}")
-        pushed = make_push_product(srv, f"pushlat-on-{os.getpid()}", sink)
+        plain = make_product(srv, f"pushlat-off-{int(split)}-{os.getpid()}")
+        pushed = make_push_product(srv, f"pushlat-on-{int(split)}-{os.getpid()}", sink)
         acks: dict[str, Any] = {}
         for label, prod in (("push_off", plain), ("push_on", pushed)):
             tgt = [{"host": "127.0.0.1", "port": srv.port, "path": f"/webhook/{prod.product_id}",
@@ -824,8 +835,9 @@ def push_latency(ctx: Ctx, rate: float = 1000) -> dict[str, Any]:
                 pushed_res = res
         stats = _wait_sink(sink, pushed_res["ok"], timeout=60)
     finally:
-        ctx.procs.stop(srv.proc)
-        ctx.procs.stop(sink.proc)
+        for server in (pusher, srv, sink):
+            if server is not None:
+                ctx.procs.stop(server.proc)
     cutoff = pushed_res["wall0"] + warm - 0.25 / rate
     lat = [arrival - ts for arrival, ts, _pos, _session in stats["samples"] if ts >= cutoff]
     expected = sum(1 for i in range(pushed_res["scheduled"])
