@@ -515,3 +515,20 @@ def test_an_outage_uses_up_one_payloads_attempts_at_a_time(
     concurrent_after = [r for r in got if r.status == 200]
     assert len(concurrent_after) == len(positions) - len(dead_positions(database_url,
                                                                          product.product_id))
+
+
+def test_push_in_a_process_of_its_own(
+    receiver_factory: Callable[..., LiveReceiver], database_url: str
+) -> None:
+    """The layout docs/push.md recommends under load: the ingesting receiver does not push
+    (RECEIVER_PUSH_ENABLED=false); another one, woken by its commits, delivers everything."""
+    ingest = receiver_factory(**FAST, push_enabled=False)
+    pusher = receiver_factory(**FAST)
+    assert ingest.runtime.push is None
+    with serve_endpoint() as ep:
+        product = push_product(ingest.base_url, ep.url, new_product_id("split"))
+        positions = post_events(product, product.product_id, range(30))
+        got = ep.wait_for(lambda reqs: len(reqs) >= 30 and reqs)
+    assert sorted(positions_of(got)) == positions
+    assert pusher.runtime.push is not None
+    assert [d.product_id for d in pusher.runtime.push.deliverers.values()] == [product.product_id]
