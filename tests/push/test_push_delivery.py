@@ -532,3 +532,21 @@ def test_push_in_a_process_of_its_own(
     assert sorted(positions_of(got)) == positions
     assert pusher.runtime.push is not None
     assert [d.product_id for d in pusher.runtime.push.deliverers.values()] == [product.product_id]
+
+
+def test_maintenance_drops_dead_letters_whose_events_are_gone(
+    receiver_factory: Callable[..., LiveReceiver], database_url: str
+) -> None:
+    live = receiver_factory(**FAST)
+    with serve_endpoint() as ep:
+        ep.status = 404  # rejects everything: one dead letter per event
+        product = push_product(live.base_url, ep.url, new_product_id("prune"))
+        positions = post_events(product, product.product_id, range(4))
+        wait_for(lambda: dead_positions(database_url, product.product_id) == positions)
+    # Retention removed the first two events (as `receiver db maintain` would after their
+    # retention period): their dead letters can never be sent again.
+    sql(database_url, "DELETE FROM events WHERE product_id = $1 AND position <= $2",
+        product.product_id, positions[1])
+    out = cli_json(database_url, "db", "maintain")
+    assert out["dead_letters_pruned"] == 2
+    assert dead_positions(database_url, product.product_id) == positions[2:]
