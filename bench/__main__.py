@@ -28,6 +28,7 @@ from bench.common import ROOT, Procs, dump_json
 SCENARIOS = [
     "ingest_w1", "ingest_w2", "ack_latency", "e2e_1", "e2e_100", "fanout_1000", "fanout_5000",
     "replay", "db", "adversarial", "live_activity", "ingest_index_ab",
+    "push_throughput", "push_latency", "ingest_push",
 ]
 
 
@@ -58,6 +59,12 @@ def run_one(name: str, ctx: scenarios.Ctx) -> dict[str, Any]:
         return scenarios.live_activity(ctx)
     if name == "ingest_index_ab":
         return scenarios.ingest_index_ab(ctx)
+    if name == "push_throughput":
+        return scenarios.push_throughput(ctx)
+    if name == "push_latency":
+        return scenarios.push_latency(ctx)
+    if name == "ingest_push":
+        return scenarios.ingest_push(ctx)
     raise ValueError(name)
 
 

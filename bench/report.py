@@ -133,6 +133,31 @@ def table(r: dict[str, Any]) -> str:
                 f"{_f(sa['with_index_rows_per_s'])} / {_f(sa['without_index_rows_per_s'])}", "-",
                 f"median of {sa['bursts']} pair ratios: {_f(sa['median_ratio'], 3)}",
             ))
+    d = r.get("push_throughput")
+    if d and "payloads_per_s" in d:
+        rows.append(("push throughput to a no-op endpoint, payloads/s", _f(d["payloads_per_s"]),
+                     f"{_f(g(d, 'ceiling', 'posts_per_s'))} (httpx POSTs, one at a time)",
+                     f"{_f(d.get('ratio'), 2)}; {d['delivered']:,}/{d['events']:,} delivered"))
+    for layout, where in (("same_process", "push in the ingesting process"),
+                          ("own_process", "push in its own process")):
+        d = g(r, "push_latency", layout)
+        if not d or "p50_ms" not in d:
+            continue
+        rows.append((f"push latency POST→endpoint @{d['rate']:,.0f}/s p50/p99 ms, {where}",
+                     f"{_f(d['p50_ms'], 2)} / {_f(d['p99_ms'], 2)}", "-",
+                     f"{d['delivered']:,}/{d['expected']:,} delivered"))
+        on, off = g(d, "ack", "push_on"), g(d, "ack", "push_off")
+        if on and off:
+            rows.append((f"ack @{d['rate']:,.0f}/s p50/p99 ms, {where}",
+                         f"{_f(on['p50_ms'], 2)} / {_f(on['p99_ms'], 2)}",
+                         f"{_f(off['p50_ms'], 2)} / {_f(off['p99_ms'], 2)} (no push)", "-"))
+    d = r.get("ingest_push")
+    if d and "ratio" in d:
+        rows.append(("ingest 200/s at saturation, push on (1 worker)",
+                     _f(g(d, "push_on", "ok_per_s")),
+                     f"{_f(g(d, 'push_off', 'ok_per_s'))} (push off, same run)",
+                     f"{_f(d['ratio'], 2)}; pushed {d['pushed']['delivered']:,}/"
+                     f"{d['pushed']['stored']:,}"))
     d = r.get("db")
     if d:
         w1 = g(r, "ingest_w1", "receiver", "ok_per_s")

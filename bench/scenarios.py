@@ -591,6 +591,7 @@ async def _bulk_load(url: str, product_id: str, n: int, batch: int = 1000) -> No
     from receiver.storage import store
 
     pool = await store.create_pool(url, max_size=2, timeout=30)
+    batch = min(batch, n)  # the first chunk is the template: never more than n events
     try:
         template = _pendings(product_id, 0, batch)
         for start in range(0, n, batch):
@@ -983,3 +984,190 @@ async def _count_all(url: str) -> int:
         return int(await conn.fetchval("SELECT count(*) FROM events"))
     finally:
         await conn.close()
+# --------------------------------------------------------------------------- 6: push
+
+
+def start_sink(ctx: Ctx) -> Server:
+    port = free_port()
+    log = (ctx.work / f"sink-{port}.log").open("wb")
+    p = ctx.procs.start([PY, "-m", "bench.push_sink", "--port", str(port)],
+                        stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    _wait_ready(f"http://127.0.0.1:{port}/readyz", p)
+    return Server(p, port, "sink")
+
+
+def make_push_product(srv: Server, product_id: str, sink: Server) -> Product:
+    r = httpx.post(f"{srv.base}/products", json={
+        "product_id": product_id, "contact_email": "bench@example.com",
+        "integration_config": {"mode": "push", "url": f"{sink.base}/push",
+                               "secret": "bench-push-secret-0123456789"},
+    }, timeout=10)
+    r.raise_for_status()
+    d = r.json()
+    return Product(product_id, d["webhook_secret"], d["unkey_key"])
+
+
+def _sink_stats(sink: Server) -> dict[str, Any]:
+    return httpx.get(f"{sink.base}/stats", timeout=30).json()
+
+
+def _wait_sink(sink: Server, count: int, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = _sink_stats(sink)
+        if stats["count"] >= count or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.2)
+
+
+def push_throughput(ctx: Ctx, events: int = 20_000) -> dict[str, Any]:
+    """A backlog of ``events`` pushed to a no-op endpoint, one payload per POST, in order.
+
+    The ceiling (same run, same sink) is one client POSTing the same number of bodies one at a
+    time with httpx, as the deliverer does, but reading, signing and recording nothing.
+    """
+    events = 300 if ctx.smoke else 3000 if ctx.quick else events
+    sink = start_sink(ctx)
+    srv = None
+    try:
+        # Registered while this receiver does not push, loaded, then pushed by a fresh one.
+        srv = start_receiver(ctx, 1, RECEIVER_PUSH_ENABLED="false")
+        prod = make_push_product(srv, f"pushtp-{os.getpid()}", sink)
+        asyncio.run(_bulk_load(ctx.db_url, prod.product_id, events))
+        ctx.procs.stop(srv.proc)
+        srv = start_receiver(ctx, 1)
+        stats = _wait_sink(sink, events, timeout=60 + events / 100)
+        arrivals = sorted(s[0] for s in stats["samples"])
+        positions = [s[2] for s in stats["samples"]]
+        elapsed = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
+        out: dict[str, Any] = {
+            "events": events, "delivered": len(set(positions)), "requests": stats["count"],
+            "in_order_per_session": _in_order_per_session(stats["samples"]),
+            "elapsed_s": round(elapsed, 3),
+            "payloads_per_s": round((len(arrivals) - 1) / elapsed, 1) if elapsed else None,
+        }
+        httpx.post(f"{sink.base}/reset", timeout=10)
+        out["ceiling"] = asyncio.run(_httpx_ceiling(f"{sink.base}/push", events))
+        if out["payloads_per_s"]:
+            out["ratio"] = round(out["payloads_per_s"] / out["ceiling"]["posts_per_s"], 3)
+    finally:
+        if srv is not None:
+            ctx.procs.stop(srv.proc)
+        ctx.procs.stop(sink.proc)
+    return out
+
+
+def _in_order_per_session(samples: list[list[Any]]) -> bool:
+    """Each session's payloads arrived in position order (the window overlaps sessions)."""
+    seen: dict[str, int] = {}
+    for _arrival, _ts, position, session in samples:
+        if position <= seen.get(session, 0):
+            return False
+        seen[session] = position
+    return True
+
+
+async def _httpx_ceiling(url: str, n: int) -> dict[str, Any]:
+    rows = _pendings("ceiling", 0, min(n, 1000))
+    import orjson
+
+    from receiver.delivery.wire import actions_payload
+    from receiver.storage.store import _stream_row
+
+    bodies = [orjson.dumps(actions_payload(_stream_row(p, i + 1, 0, None)))
+              for i, p in enumerate(rows)]
+    async with httpx.AsyncClient(timeout=10) as client:
+        t0 = time.perf_counter()
+        for i in range(n):
+            r = await client.post(url, content=bodies[i % len(bodies)],
+                                  headers={"content-type": "application/json"})
+            r.raise_for_status()
+        elapsed = time.perf_counter() - t0
+    return {"posts": n, "posts_per_s": round(n / elapsed, 1)}
+
+
+def push_latency(ctx: Ctx, rate: float = 1000) -> dict[str, Any]:
+    """POST → push received, at ``rate`` events/s, in two layouts: push in the ingesting
+    process (``same_process``), and push in a second receiver process while the ingesting one
+    runs with RECEIVER_PUSH_ENABLED=false (``own_process``, docs/push.md). Each also measures the
+    acknowledgement latency of the same load to a product without push (is ingest unchanged?)."""
+    return {
+        "rate": 200 if ctx.smoke else rate,
+        "same_process": _push_latency(ctx, rate, split=False),
+        "own_process": _push_latency(ctx, rate, split=True),
+    }
+
+
+def _push_latency(ctx: Ctx, rate: float, *, split: bool) -> dict[str, Any]:
+    rate = 200 if ctx.smoke else rate
+    secs = ctx.seconds(10, 3)
+    warm = 1.0
+    sink = start_sink(ctx)
+    srv = start_receiver(ctx, 1, **({"RECEIVER_PUSH_ENABLED": "false"} if split else {}))
+    pusher = start_receiver(ctx, 1) if split else None
+    try:
+        plain = make_product(srv, f"pushlat-off-{int(split)}-{os.getpid()}")
+        pushed = make_push_product(srv, f"pushlat-on-{int(split)}-{os.getpid()}", sink)
+        acks: dict[str, Any] = {}
+        for label, prod in (("push_off", plain), ("push_on", pushed)):
+            tgt = [{"host": "127.0.0.1", "port": srv.port, "path": f"/webhook/{prod.product_id}",
+                    "secret": prod.secret}]
+            res = loadgen(ctx, tgt, rate, secs + warm)
+            acks[label] = {"ok": res["ok"], "scheduled": res["scheduled"],
+                           **summarize_ms(res["latencies_s"][int(rate * warm):])}
+            if label == "push_on":
+                pushed_res = res
+        stats = _wait_sink(sink, pushed_res["ok"], timeout=60)
+    finally:
+        for server in (pusher, srv, sink):
+            if server is not None:
+                ctx.procs.stop(server.proc)
+    cutoff = pushed_res["wall0"] + warm - 0.25 / rate
+    lat = [arrival - ts for arrival, ts, _pos, _session in stats["samples"] if ts >= cutoff]
+    expected = sum(1 for i in range(pushed_res["scheduled"])
+                   if pushed_res["wall0"] + i / rate >= cutoff)
+    return {
+        "rate": rate, "seconds": secs, "delivered": len(lat), "expected": expected,
+        "in_order_per_session": _in_order_per_session(stats["samples"]),
+        "requests": stats["count"],
+        **summarize_ms(lat),
+        "ack": acks,
+    }
+
+
+def ingest_push(ctx: Ctx, conns: int = 64, rounds: int = 2) -> dict[str, Any]:
+    """wrk, as fast as it goes, at a product without push and at one pushed to the sink, on the
+    same receiver, alternately: what pushing costs ingest at saturation (same process, same
+    cores)."""
+    if ctx.smoke and shutil.which("wrk") is None:
+        return {"skipped": "wrk is not installed"}
+    rounds = 1 if ctx.smoke else rounds
+    secs = ctx.seconds(5, 3)
+    sink = start_sink(ctx)
+    srv = start_receiver(ctx, 1)
+    try:
+        plain = make_product(srv, f"ingpush-off-{os.getpid()}")
+        pushed = make_push_product(srv, f"ingpush-on-{os.getpid()}", sink)
+        wrk(ctx, f"{srv.base}/webhook/{plain.product_id}", plain.secret, ctx.seconds(2, 1), conns)
+        off, on = [], []
+        for _ in range(rounds):
+            off.append(wrk(ctx, f"{srv.base}/webhook/{plain.product_id}", plain.secret, secs, conns))
+            on.append(wrk(ctx, f"{srv.base}/webhook/{pushed.product_id}", pushed.secret, secs,
+                          conns))
+        # Requests in flight when wrk stopped may still commit: count until it settles.
+        deadline = time.monotonic() + 120
+        while True:
+            stored = asyncio.run(_count_events(ctx.db_url, pushed.product_id))
+            stats = _wait_sink(sink, stored, timeout=max(1.0, deadline - time.monotonic()))
+            settled = asyncio.run(_count_events(ctx.db_url, pushed.product_id)) == stored
+            if (settled and len({s[2] for s in stats["samples"]}) >= stored) or (
+                    time.monotonic() > deadline):
+                break
+    finally:
+        ctx.procs.stop(srv.proc)
+        ctx.procs.stop(sink.proc)
+    out: dict[str, Any] = {"connections": conns, "rounds": rounds, "seconds": secs * rounds,
+                           "push_off": _sum_wrk(off), "push_on": _sum_wrk(on)}
+    out["ratio"] = round(out["push_on"]["ok_per_s"] / out["push_off"]["ok_per_s"], 3)
+    out["pushed"] = {"stored": stored, "delivered": len({s[2] for s in stats["samples"]})}
+    return out

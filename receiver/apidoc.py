@@ -51,6 +51,14 @@ class Registered(BaseModel):
     unkey_key: str | None = None
     unkey_key_id: str | None = None
     integration_type: str
+    push: dict[str, str] | None = Field(
+        default=None,
+        description="Push mode: the destination (redacted) and, only when the receiver "
+        "generated it, the signing secret (shown this once).",
+    )
+    session_link: str | None = Field(
+        default=None, description="Who may call POST /sessions/link, when the request set it."
+    )
 
 
 class ProjectCredentials(BaseModel):
@@ -237,4 +245,10 @@ INGEST_PARAMETERS: dict[str, Any] = {"parameters": [
      "description": "The ingest secret (what PostHog's destination sends)."},
     {"name": "authorization", "in": "header", "required": False, "schema": {"type": "string"},
      "description": "Bearer <ingest secret> (what Amplitude sends), when x-posthog-secret is absent."},
+]}
+
+AMPLITUDE_PARAMETERS: dict[str, Any] = {"parameters": [
+    {"name": "product_id", "in": "path", "required": True, "schema": {"type": "string"}},
+    {"name": "authorization", "in": "header", "required": True, "schema": {"type": "string"},
+     "description": "Bearer <ingest secret>, as Amplitude's Event Streaming destination sends it."},
 ]}

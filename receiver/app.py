@@ -11,10 +11,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from receiver import onboarding, responses, runtime
-from receiver.delivery import mcp, pull, stream
+from receiver.delivery import links, mcp, pull, stream
 from receiver.errors import ReceiverError
 from receiver.ingest import capture, ingest, webhook
-from receiver.ops import admin, health, heap
+from receiver.ops import admin, health, heap, push_admin
 from receiver.ops.connections import ConcurrencyLimit
 from receiver.ops.logging import RequestContextMiddleware
 from receiver.settings import Settings
@@ -51,7 +51,7 @@ def create_app(settings: Settings, *, manage_gc: bool = False) -> FastAPI:
     app.add_exception_handler(RequestValidationError, responses.on_validation_error)
     app.add_exception_handler(StarletteHTTPException, responses.on_http_error)
     app.add_exception_handler(Exception, responses.on_unexpected)
-    for module in (webhook, ingest, capture, stream, pull, onboarding, health):
+    for module in (webhook, ingest, capture, stream, pull, links, onboarding, health):
         app.include_router(module.router)
     # POST only: stateless, with JSON answers, there is no session to DELETE and nothing to push
     # on a standing GET stream, which would only hold a connection per client (405, as the
@@ -64,7 +64,9 @@ def create_app(settings: Settings, *, manage_gc: bool = False) -> FastAPI:
     pull.mount(app)
     # CORS for the browser-facing capture/flags/config routes only (see receiver.ingest.capture).
     app.add_middleware(capture.CaptureCORS)
+    app.add_middleware(links.LinkCORS)  # POST /sessions/link only
     app.include_router(admin.router)
+    app.include_router(push_admin.router)
     # Outermost: request ids, access log and ingest metrics see every request as answered.
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -8,6 +8,9 @@
     receiver product list | show <id> | delete <id> --yes
     receiver product rotate <id> [--stream-key] [--mcp-key] [--grace-seconds S]
     receiver product policy <id> [--email keep|hash|drop] [--query keep|strip] [--redact REGEX]...
+    receiver product session-link <id> [token|open|off]
+    receiver push status [<id>] | retry <id> [--from N] [--to M] | skip <id> [--from N] [--to M] --yes
+    receiver push rotate <id> [--grace-seconds S]
 
     receiver sql [psql options...]
     receiver db maintain | grant-readonly <role> [--login] [--password [PW]]
@@ -36,7 +39,7 @@ from typing import Any
 import asyncpg
 from pydantic import SecretStr, ValidationError
 
-from receiver.errors import ReceiverError
+from receiver.errors import NotFoundError, ReceiverError
 from receiver.ingest import privacy
 from receiver.ops import connections, metrics
 from receiver.ops import logging as receiver_logging
@@ -286,6 +289,17 @@ def product_command(args: argparse.Namespace, settings: Settings) -> int:
             if not args.json:
                 out = {k: ", ".join(v) if isinstance(v, list) else v for k, v in out.items()}
             _print(out, args.json)
+        elif action == "session-link":
+            async def session_link(conn: asyncpg.Connection) -> str:
+                if args.mode is None:
+                    auth = await products.load(conn, args.product_id)
+                    if auth is None:
+                        raise NotFoundError(f"unknown product {args.product_id!r}")
+                    return auth.session_link
+                return await products.set_session_link(conn, args.product_id, args.mode)
+
+            mode = _run(_with_conn(settings, session_link))
+            _print({"product_id": args.product_id, "session_link": mode}, args.json)
         elif action == "delete":
             if not args.yes:
                 print("refusing to delete without --yes (this deletes all its events)", file=sys.stderr)
@@ -342,6 +356,57 @@ Next, paste them where they go (docs/getting-started.md has the details):
   agents, MCP or REST:       {issued['mcp_url']}  (docs/connect-agent.md)
                              header Authorization: Bearer {issued['mcp_key']}"""
     return text
+
+
+def push_command(args: argparse.Namespace, settings: Settings) -> int:
+    """``receiver push ...``: lag, failures and dead letters; redelivery by position range."""
+    from receiver.delivery.push import outbox
+
+    with database(settings) as settings:
+        migrate.upgrade(settings.database_url_str())
+        action = args.push_action
+        if action == "status":
+            async def status(conn: asyncpg.Connection) -> Any:
+                rows = await outbox.status(conn, args.product_id)
+                if args.product_id is None:
+                    return rows
+                out = rows[0]
+                out["dead_letter_list"] = await outbox.dead_letters(conn, args.product_id, limit=20)
+                out["recent_attempts"] = await outbox.recent_attempts(
+                    conn, args.product_id, limit=10
+                )
+                return out
+
+            out = _run(_with_conn(settings, status))
+            if not out and not args.json:
+                print("no push endpoints")
+                return 0
+            _print(out, args.json)
+        elif action == "retry":
+            n = _run(_with_conn(
+                settings,
+                lambda c: outbox.retry(c, args.product_id, first=args.first, last=args.last),
+            ))
+            _print({"product_id": args.product_id, "queued_for_redelivery": n}, args.json)
+        elif action == "skip":
+            if not args.yes:
+                print("refusing to skip without --yes (those payloads are never sent)", file=sys.stderr)
+                return 2
+            _print(_run(_with_conn(
+                settings,
+                lambda c: outbox.skip(c, args.product_id, first=args.first, last=args.last),
+            )), args.json)
+        elif action == "rotate":
+            grace = settings.secret_grace_seconds if args.grace_seconds is None else args.grace_seconds
+            secret = _run(_with_conn(
+                settings,
+                lambda c: outbox.rotate(c, args.product_id, secret=None, grace_seconds=grace),
+            ))
+            if not args.json:
+                print("Save this now: the new push secret is shown only once.\n")
+            _print({"product_id": args.product_id, "push_secret": secret,
+                    "previous_secret_signs_for_seconds": grace}, args.json)
+    return 0
 
 
 def policy_command(args: argparse.Namespace, settings: Settings) -> dict[str, Any]:
@@ -627,7 +692,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated builtin patterns (card_number,email) or 'none'",
     )
     p_policy.add_argument("--reset", action="store_true", help="start from the default policy")
-    for p in (p_create, p_list, p_show, p_rotate, p_delete, p_policy):
+    p_link = psub.add_parser(
+        "session-link",
+        help="show or set who may call POST /sessions/link for a product",
+        description="token: the request carries the product's capture token (default); "
+        "open: anyone, like the hosted connector; off: refused.",
+    )
+    p_link.add_argument("product_id", help="the product")
+    p_link.add_argument(
+        "mode", nargs="?", choices=products.SESSION_LINK_MODES,
+        help="the new mode (omit it to show the current one)",
+    )
+    for p in (p_create, p_list, p_show, p_rotate, p_delete, p_policy, p_link):
         p.add_argument("--json", action="store_true", help="machine-readable output")
 
     sub.add_parser(
@@ -667,6 +743,46 @@ def build_parser() -> argparse.ArgumentParser:
         "--payload-days", type=_days, default=_UNSET,
         help="days the raw payload is kept: N, 0 = as long as the event, or 'default'",
     )
+    p_push = sub.add_parser(
+        "push", help="push mode: delivery status, redelivery, skipping, secret rotation"
+    )
+    pushsub = p_push.add_subparsers(dest="push_action", required=True)
+    p_pstatus = pushsub.add_parser(
+        "status",
+        help="lag, state, failures and dead letters of every push endpoint (or of one, with its "
+        "dead letters and latest attempts)",
+    )
+    p_pstatus.add_argument("product_id", nargs="?", help="only this product, in detail")
+    p_retry = pushsub.add_parser(
+        "retry", help="send the dead letters of a position range again (before newer events)"
+    )
+    p_skip = pushsub.add_parser(
+        "skip",
+        help="give up on a position range: drop its dead letters, and never send the events "
+        "of it not delivered yet",
+    )
+    for p in (p_retry, p_skip):
+        p.add_argument("product_id", help="the product")
+        p.add_argument(
+            "--from", dest="first", type=int, metavar="N", help="first position (default: 1)"
+        )
+        p.add_argument(
+            "--to", dest="last", type=int, metavar="M", help="last position (default: no limit)"
+        )
+    p_skip.add_argument("--yes", action="store_true", help="confirm: those payloads are never sent")
+    p_protate = pushsub.add_parser(
+        "rotate",
+        help="new signing secret, printed once; requests carry both signatures for the grace "
+        "period",
+    )
+    p_protate.add_argument("product_id", help="the product")
+    p_protate.add_argument(
+        "--grace-seconds", type=float,
+        help="how long the old secret keeps signing (default: RECEIVER_SECRET_GRACE_SECONDS)",
+    )
+    for p in (p_pstatus, p_retry, p_skip, p_protate):
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
     p_erase = sub.add_parser(
         "erase", help="delete one person's events and print how many",
         description="Delete every event of a distinct_id, and the other events of their sessions, "
@@ -714,6 +830,8 @@ def main(argv: list[str] | None = None) -> int:
             return db_command(args, settings)
         if args.command == "erase":
             return erase_command(args, settings)
+        if args.command == "push":
+            return push_command(args, settings)
         return product_command(args, settings)
     except ReceiverError as exc:
         print(f"error: {exc.detail}", file=sys.stderr)

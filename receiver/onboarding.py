@@ -17,12 +17,18 @@ foreign ``Origin``: receiver.security) or holders of ``Authorization: Bearer
 $RECEIVER_ADMIN_TOKEN`` may register products; anyone else gets 403. The URLs in the answer come
 from ``RECEIVER_PUBLIC_URL`` or a local ``Host`` only. Success is exactly 201 — the SDK treats
 even a 200 as a failure.
+
+Push mode (``integration_config: {"mode": "push", "url", "secret"}``, or ``forward_url`` /
+``forward_secret``; see ``receiver.delivery.push.destination``) creates or updates the
+product's push endpoint in the same transaction as the product. The URL is validated here
+(http(s), ``RECEIVER_PUSH_ALLOWED_HOSTS``); ``products.integration_config`` keeps neither the
+secret nor the URL's credentials. A secret the receiver had to generate is in the answer, once.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import APIRouter, Request
@@ -31,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from starlette.responses import Response
 
 from receiver import apidoc, security
+from receiver.delivery.push import destination, outbox
 from receiver.errors import BadRequestError, ForbiddenError
 from receiver.ingest import privacy
 from receiver.ingest.bodies import parse_json, read_limited, require_json_content_type
@@ -62,6 +69,9 @@ class RegisterProduct(BaseModel):
     # Optional (the SDK never sends it): {"email": "keep|hash|drop", "query": "keep|strip",
     # "builtin_redactions": [...], "redact": [regex, ...]}. Omitted on re-registration = keep.
     privacy_policy: dict[str, Any] | None = None
+    # Optional (the SDK never sends it): who may call POST /sessions/link for this product.
+    # Omitted on re-registration = keep.
+    session_link: Literal["token", "open", "off"] | None = None
 
     @field_validator("*", mode="after")
     @classmethod
@@ -179,24 +189,46 @@ async def register(request: Request) -> Response:
             raise BadRequestError(
                 "privacy_policy.email 'hash' needs RECEIVER_PII_HASH_KEY set on the receiver"
             )
+    target = destination.from_registration(
+        body.integration_type, body.integration_config, body.model_extra or {}
+    )
+    if target is not None:
+        destination.validate_url(
+            target.url, destination.parse_allowed_hosts(rt.settings.push_allowed_hosts)
+        )
+    generated: str | None = None
     with store.unavailable("registering the product"):
-        async with rt.pool.acquire() as conn:
+        async with rt.pool.acquire() as conn, conn.transaction():
             issued = await products.create(
                 conn,
                 body.product_id,
                 contact_email=body.contact_email,
                 webhook_secret=body.webhook_secret,
                 integration_type=body.integration_type,
-                integration_config=body.integration_config,
+                integration_config=destination.stored_config(body.integration_config, target),
                 force=body.force_reregister,
                 grace_seconds=rt.settings.secret_grace_seconds,
                 privacy_policy=policy,
             )
+            if target is not None:
+                generated = await outbox.configure(
+                    conn, body.product_id, target, grace_seconds=rt.settings.secret_grace_seconds
+                )
+            else:
+                await outbox.remove(conn, body.product_id)
+            if body.session_link is not None:
+                await products.set_session_link(conn, body.product_id, body.session_link)
     rt.directory.invalidate(body.product_id)
     out = issued.as_dict(base_url(rt.settings, request))
     out["integration_type"] = body.integration_type
     if policy is not None:
         out["privacy_policy"] = policy.to_json()
+    if target is not None:
+        out["push"] = {"url": destination.redact_url(target.url)}
+        if generated is not None:
+            out["push"]["secret"] = generated
+    if body.session_link is not None:
+        out["session_link"] = body.session_link
     return json_response(out, 201)
 
 

@@ -20,6 +20,7 @@ import asyncpg
 from starlette.requests import Request
 
 from receiver.delivery.hub import Hub
+from receiver.delivery.push.service import PushService
 from receiver.errors import UnavailableError
 from receiver.ingest import privacy
 from receiver.ingest.budget import Budget
@@ -55,6 +56,7 @@ class Runtime:
     # Agents' reads (live activity, MCP): their own read-only pool with a statement timeout, so
     # a burst of them never takes the writer's connections and no query runs unbounded.
     read_pool: Any = None
+    push: PushService | None = None  # None when RECEIVER_PUSH_ENABLED is false
 
     @property
     def shutting_down(self) -> bool:
@@ -156,6 +158,17 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
     writer.prepare = _privacy_step(directory, settings.hash_key_bytes(), rt.offload)
     writer.counted = metrics.observe_outcomes
     writer.start()
+    if settings.push_enabled:
+        rt.push = PushService(settings, database_url=url, metrics=metrics)
+        await rt.push.start()
+        hub.on_heads = rt.push.heads
+        push_changed = rt.push.products_changed
+
+        def products_changed(product_id: str | None) -> None:
+            directory.invalidate(product_id)
+            push_changed(product_id)
+
+        hub.on_products_changed = products_changed
     await hub.start(store.asyncpg_dsn(url))
     rt.maintenance = retention.start_background(
         pool, retention.policy_from(settings), settings.maintenance_seconds
@@ -245,6 +258,8 @@ ESTIMATED_EVENT_BYTES = 2048
 
 async def stop(rt: Runtime) -> None:
     rt.begin_shutdown()
+    if rt.push is not None:
+        await rt.push.close()
     await retention.stop_background(rt.maintenance)
     await rt.writer.drain_and_close()
     rt.offload.close()

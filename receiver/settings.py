@@ -263,6 +263,89 @@ class Settings(BaseSettings):
         "cycles among them are reclaimed (0 = only at shutdown).",
     )
 
+    # Push mode (receiver.delivery.push; docs/push.md).
+    push_enabled: bool = Field(
+        default=True,
+        description="Run push deliverers in this process. Every receiver process competes for "
+        "each push endpoint and exactly one delivers it; false keeps this process out.",
+    )
+    push_allowed_hosts: str = Field(
+        default="",
+        description="Comma-separated hosts push URLs may point at (exact names or IP literals, "
+        "or *.example.com for any subdomain). Empty: any host. Checked at registration and "
+        "before every delivery; set it wherever untrusted parties can register products.",
+    )
+    push_max_attempts: int = Field(
+        default=10, ge=1, le=1000,
+        description="Attempts per payload (the first included) before it is dead-lettered. "
+        "A product overrides it with integration_config.max_attempts.",
+    )
+    push_max_age_seconds: int = Field(
+        default=86_400, ge=1,
+        description="A failing payload is dead-lettered when its next attempt would come later "
+        "than this after its first one. A product overrides it with "
+        "integration_config.max_age_seconds.",
+    )
+    push_backoff_base_seconds: float = Field(
+        default=1.0, gt=0,
+        description="Wait after the first failed attempt; it doubles after each further failure, "
+        "with jitter (between half and all of it), up to RECEIVER_PUSH_BACKOFF_MAX_SECONDS.",
+    )
+    push_backoff_max_seconds: float = Field(
+        default=300.0, gt=0,
+        description="Longest wait between two attempts (a Retry-After answer may ask for more, up "
+        "to an hour). Payloads behind a failing one wait for it, so this bounds how late "
+        "delivery resumes once an endpoint is back.",
+    )
+    push_max_in_flight: int = Field(
+        default=8, ge=1, le=64,
+        description="Requests out at once per push endpoint. Payloads start in position order "
+        "and never two of one session at once, so each session's arrive in order; 1 sends "
+        "one at a time, so the endpoint gets everything in position order. A product overrides "
+        "it with integration_config.max_in_flight.",
+    )
+    push_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120,
+        description="Deadline of one push request, connection included; a request that takes "
+        "longer counts as a network error and is retried.",
+    )
+    push_max_connections: int = Field(
+        default=32, ge=1, le=1000,
+        description="Push requests in flight at once from this process, over all endpoints.",
+    )
+    push_db_connections: int = Field(
+        default=2, ge=1, le=50,
+        description="Database connections push delivery may use in this process (its own pool, "
+        "apart from RECEIVER_DB_POOL_SIZE), plus one that holds the deliverers' locks.",
+    )
+    push_claim_seconds: float = Field(
+        default=2.0, gt=0, le=60,
+        description="How often a process looks for push endpoints nobody delivers (new ones, or "
+        "those of a process that died): how fast another process takes over.",
+    )
+    push_attempts_kept: int = Field(
+        default=200, ge=1, le=100_000,
+        description="Attempts kept per push endpoint in push_attempts (the newest ones).",
+    )
+    push_send_bearer: bool = Field(
+        default=True,
+        description="Send Authorization: Bearer <secret> with every push, as the hosted "
+        "connector does. Turn it off when the endpoint verifies signatures only (the secret "
+        "then never travels).",
+    )
+
+    # POST /sessions/link (receiver.delivery.links).
+    link_rate_limit: float = Field(
+        default=2.0, gt=0,
+        description="POST /sessions/link requests per second allowed per client address "
+        "(a token bucket; over it: 429 with Retry-After).",
+    )
+    link_burst: int = Field(
+        default=20, ge=1,
+        description="Burst size of the POST /sessions/link rate limit, per client address.",
+    )
+
+    # Logs: one JSON object per line with RECEIVER_LOG_JSON=true (request ids included).
     log_level: str = Field(default="INFO", description="Log level (DEBUG, INFO, WARNING, ...).")
     log_json: bool = Field(
         default=False, description="One JSON object per log line, with request ids."

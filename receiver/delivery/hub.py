@@ -98,6 +98,8 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = asyncio.Event()
         self.on_products_changed: Callable[[str | None], None] = lambda _pid: None
+        # Every new head, from any process, local commits included (push deliverers wake on it).
+        self.on_heads: Callable[[dict[str, int]], None] = lambda _heads: None
         self.listening = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -165,7 +167,9 @@ class Hub:
         # commit (10 % of the receiver's CPU with 100 products in the e2e profile). Should the
         # writer miss a commit (its connection lost after COMMIT), the next commit's gap or
         # the poll fills it in.
-        if heads.pop(store.ORIGIN_KEY, None) == store.origin_of(self.pool):
+        origin = heads.pop(store.ORIGIN_KEY, None)
+        self.on_heads(heads)
+        if origin == store.origin_of(self.pool):
             return
         for product_id, position in heads.items():
             feed = self.feeds.get(product_id)
@@ -215,6 +219,7 @@ class Hub:
 
     def published(self, rows_by_product: dict[str, list[StreamRow]]) -> None:
         """Rows the local writer just committed, in position order per product."""
+        self.on_heads({pid: rows[-1].position for pid, rows in rows_by_product.items() if rows})
         for product_id, rows in rows_by_product.items():
             feed = self.feeds.get(product_id)
             if feed is None or not rows:

@@ -35,6 +35,9 @@ class StreamRow:
     current_url: str | None
     canonical_url: str | None
     session_index: int
+    # Set once the session is linked to a chat conversation (POST /sessions/link), from the
+    # first event stored after the link on.
+    conversation_id: str | None = None
 
 
 def slim_action(row: StreamRow, timestamp_end: float | None = None) -> dict[str, object]:
@@ -55,7 +58,7 @@ def slim_action(row: StreamRow, timestamp_end: float | None = None) -> dict[str,
         "session_id": row.session_id,
         "user_id": row.distinct_id,
         "email": row.email,
-        "conversation_id": None,
+        "conversation_id": row.conversation_id,
     }
 
 
@@ -93,7 +96,7 @@ def actions_payload(row: StreamRow) -> dict[str, object]:
         "actions": [action],
         "count": 1,
         "forwarded_at": row.received_at,
-        "conversation_id": None,
+        "conversation_id": row.conversation_id,
         "position": row.position,
     }
 

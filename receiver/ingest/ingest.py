@@ -9,6 +9,9 @@ dedup, limits, privacy policy, 503 when the fault is ours), with two differences
   product's webhook secret, whichever way the product was registered (0.13.0 calls it
   ``ingest_secret``): both routes accept the same secrets;
 * Amplitude bodies ``{"events": [...]}`` are understood too (:mod:`receiver.ingest.amplitude`).
+
+``POST /ingest/amplitude/{product_id}`` is the hosted connector's older Amplitude path: the same
+pipeline and mapping, with the secret as ``Authorization: Bearer`` only, as Amplitude sends it.
 """
 
 from __future__ import annotations
@@ -38,7 +41,10 @@ router = APIRouter(tags=["ingest"])
         ),
         401: apidoc.error("Missing or wrong x-posthog-secret / Authorization: Bearer secret."),
         404: apidoc.error("Unknown product."),
-        413: apidoc.error("Body over RECEIVER_MAX_BODY_BYTES, or over 10,000 events."),
+        413: apidoc.error(
+            "Body over RECEIVER_MAX_BODY_BYTES, over RECEIVER_MAX_EVENTS_PER_REQUEST events, or "
+            "over a JSON budget."
+        ),
         415: apidoc.error("Content type is not JSON."),
         429: apidoc.error("Rate limited; retry after Retry-After seconds."),
         503: apidoc.error("Database unavailable or shutting down; retry."),
@@ -58,6 +64,42 @@ async def ingest(request: Request) -> Response:
     )
 
 
+@router.post(
+    "/ingest/amplitude/{product_id}",
+    responses={
+        200: {
+            "model": apidoc.WebhookAck,
+            "description": "Committed (or duplicates of events already committed).",
+        },
+        400: apidoc.error(
+            "Body is not a JSON object, or an element of events is invalid (the detail names it: "
+            "events[3]: ...; nothing of the request is stored)."
+        ),
+        401: apidoc.error("Missing or wrong Authorization: Bearer secret."),
+        404: apidoc.error("Unknown product."),
+        413: apidoc.error(
+            "Body over RECEIVER_MAX_BODY_BYTES, over RECEIVER_MAX_EVENTS_PER_REQUEST events, or "
+            "over a JSON budget."
+        ),
+        415: apidoc.error("Content type is not JSON."),
+        429: apidoc.error("Rate limited; retry after Retry-After seconds."),
+        503: apidoc.error("Database unavailable or shutting down; retry."),
+    },
+    openapi_extra={**apidoc.INGEST_BODY, **apidoc.AMPLITUDE_PARAMETERS},
+)
+async def ingest_amplitude(request: Request) -> Response:
+    """The legacy Amplitude path: Bearer only, Amplitude bodies (and the others ``/ingest`` takes)."""
+    return await receive(
+        request,
+        secret=bearer_token(request.headers.get("authorization")),
+        auth_error="missing or invalid Authorization: Bearer ingest secret",
+        amplitude=True,
+    )
+
+
 def mount(app: Any) -> None:
-    """Serve ``/ingest`` on the fast route too (see :class:`FastRoute`)."""
+    """Serve both routes on the fast route too (see :class:`FastRoute`)."""
     app.router.routes.insert(0, FastRoute("/ingest/{product_id}", ingest, "ingest_fast"))
+    app.router.routes.insert(
+        0, FastRoute("/ingest/amplitude/{product_id}", ingest_amplitude, "ingest_amplitude_fast")
+    )

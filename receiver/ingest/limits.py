@@ -1,4 +1,6 @@
-"""Abuse controls: failed-authentication lockout and per-product ingest rate limits.
+"""Abuse controls: failed-authentication lockout, per-product ingest rate limits (events and
+bytes), per-key read limits, and per-client token buckets for public endpoints
+(``POST /sessions/link``).
 
 Both answer 429 with Retry-After, which PostHog and posthog-js retry; neither ever answers a
 4xx that a sender would drop. Defaults never trip for legitimate use (a mistyped secret a few
@@ -62,6 +64,7 @@ class Limits:
         self._failures: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
         self._buckets: dict[str, _Bucket] = {}
         self._byte_buckets: dict[str, _Bucket] = {}
+        self._client_buckets: OrderedDict[tuple[str, str], _Bucket] = OrderedDict()
 
     # ------------------------------------------------------------------ failed auth
 
@@ -96,6 +99,29 @@ class Limits:
         self._failures.move_to_end(key)
         while len(self._failures) > MAX_TRACKED:
             self._failures.popitem(last=False)
+
+    # ------------------------------------------------------------------ per-client rate
+
+    def check_client_rate(
+        self, request: Request, scope: str, *, rate: float, burst: int
+    ) -> None:
+        """A token bucket per (client address, ``scope``): 429 with Retry-After when empty."""
+        now = self.clock()
+        key = (client_key(request), scope)
+        bucket = self._client_buckets.get(key)
+        if bucket is None:
+            bucket = self._client_buckets[key] = _Bucket(float(burst), now)
+            while len(self._client_buckets) > MAX_TRACKED:
+                self._client_buckets.popitem(last=False)
+        else:
+            self._client_buckets.move_to_end(key)
+        bucket.tokens = min(float(burst), bucket.tokens + (now - bucket.at) * rate)
+        bucket.at = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return
+        retry = max(1, math.ceil((1 - bucket.tokens) / rate))
+        raise RateLimitedError("too many requests from this address; retry later", retry_after=retry)
 
     # ------------------------------------------------------------------ ingest rate
 

@@ -11,7 +11,9 @@ Where each is observed:
 * ``receiver_stream_*``: the SSE responses; ``receiver_db_pool_*``: at scrape time and after
   every commit;
 * ``receiver_auth_failures_total{kind}``: the request middleware, for every 401/403, by the
-  route's tag (ingest, capture, stream, products, admin).
+  route's tag (ingest, capture, stream, products, admin);
+* ``receiver_push_*``: the push deliverers (``receiver.delivery.push``); the lag of an endpoint
+  is reported by the process delivering it only.
 
 With ``--workers`` > 1 every worker is a separate process and a scrape reaches one of them, so
 ``receiver serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers
@@ -91,6 +93,23 @@ class Metrics:
         self.auth_failures = Counter(
             "receiver_auth_failures", "Rejected credentials by endpoint kind.", ["kind"], registry=r,
         )
+        self.push_lag_gauge = Gauge(
+            "receiver_push_lag_events", "Events stored but not yet delivered (nor dead-lettered) "
+            "to the product's push endpoint; reported by the process delivering it.",
+            ["product_id"], registry=r, multiprocess_mode="livemax",
+        )
+        self.push_attempts = Counter(
+            "receiver_push_attempts", "Push requests by product and outcome (delivered, retry, "
+            "dead).", ["product_id", "outcome"], registry=r,
+        )
+        self.push_request_seconds = Histogram(
+            "receiver_push_request_seconds", "Duration of one push request, to its answer or "
+            "error.", buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.push_delivery_seconds = Histogram(
+            "receiver_push_delivery_seconds", "From an event's receipt to the 2xx of its push.",
+            buckets=(*LATENCY_BUCKETS, 10.0, 30.0, 60.0, 300.0), registry=r,
+        )
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()
@@ -116,6 +135,22 @@ class Metrics:
     def replayed(self, product_id: str, n: int) -> None:
         if n:
             self.replay_counter.labels(product_id).inc(n)
+
+    def push_attempt(self, product_id: str, outcome: str, seconds: float) -> None:
+        self.push_attempts.labels(product_id, outcome).inc()
+        self.push_request_seconds.observe(seconds)
+
+    def push_delivered(self, product_id: str, since_receipt: float) -> None:
+        self.push_delivery_seconds.observe(max(since_receipt, 0.0))
+
+    def push_lag(self, product_id: str, lag: int) -> None:
+        self.push_lag_gauge.labels(product_id).set(lag)
+
+    def push_forget(self, product_id: str) -> None:
+        """This process no longer delivers the product: its lag is someone else's to report."""
+        with contextlib.suppress(KeyError):
+            self.push_lag_gauge.labels(product_id).set(0)
+            self.push_lag_gauge.remove(product_id)
 
     def observe_pool(self, size: int, idle: int) -> None:
         self.pool_size.set(size)

@@ -32,6 +32,7 @@ PROVIDERS = ("posthog", "amplitude")
 MAX_PROJECT_ID_CHARS = 128
 MAX_NAME_CHARS = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+SESSION_LINK_MODES = ("token", "open", "off")
 
 
 def validate_product_id(product_id: str) -> str:
@@ -443,6 +444,21 @@ async def set_policy(
     return policy
 
 
+async def set_session_link(conn: asyncpg.Connection, product_id: str, mode: str) -> str:
+    """Who may call ``POST /sessions/link`` for the product: 'token', 'open' or 'off'."""
+    if mode not in SESSION_LINK_MODES:
+        raise BadRequestError("session_link must be one of: " + ", ".join(SESSION_LINK_MODES))
+    async with conn.transaction():
+        status = await conn.execute(
+            "UPDATE products SET session_link = $2, updated_at = now() WHERE product_id = $1",
+            product_id, mode,
+        )
+        if status.split()[-1] == "0":
+            raise NotFoundError(f"unknown product {product_id!r}")
+        await _notify(conn, product_id)
+    return mode
+
+
 async def products_hashing_emails(conn: asyncpg.Connection) -> list[str]:
     rows = await conn.fetch(
         "SELECT product_id FROM products WHERE privacy_policy->>'email' = 'hash' ORDER BY 1"
@@ -516,6 +532,7 @@ class ProductAuth:
     stream_hashes: tuple[tuple[bytes, datetime | None], ...]
     policy: privacy.Policy = privacy.DEFAULT
     mcp_hashes: tuple[tuple[bytes, datetime | None], ...] = ()
+    session_link: str = "token"  # who may call POST /sessions/link (SESSION_LINK_MODES)
 
     def _check(
         self, presented: str | None, hashes: tuple[tuple[bytes, datetime | None], ...]
@@ -646,7 +663,8 @@ def _put(cache: OrderedDict[Any, Any], key: Any, value: Any, limit: int) -> None
 
 async def load(conn: asyncpg.Connection, product_id: str) -> ProductAuth | None:
     row = await conn.fetchrow(
-        "SELECT capture_token, privacy_policy::text FROM products WHERE product_id = $1",
+        "SELECT capture_token, privacy_policy::text, session_link FROM products "
+        "WHERE product_id = $1",
         product_id,
     )
     if row is None:
@@ -673,6 +691,7 @@ async def load(conn: asyncpg.Connection, product_id: str) -> ProductAuth | None:
         mcp_hashes=tuple(
             (bytes(c["secret_sha256"]), c["expires_at"]) for c in creds if c["kind"] == "mcp_key"
         ),
+        session_link=row["session_link"],
     )
 
 

@@ -26,6 +26,9 @@ exist, so an insert never fails. One :func:`maintain` run:
    product's event retention plus two days (whole-day partitions outlive the cutoff by up
    to a day), so the table holds live sessions, not every session ever seen. Such a session's
    events are gone; should it ever resume, its ``session_index`` starts again at 0.
+7. **Prunes push dead letters** (``push_dead_letters``) whose event retention already removed:
+   they could never be sent again, and an endpoint that rejects everything would otherwise
+   grow the list with the event volume.
 
 Every run holds a session advisory lock, so several receivers (or ``--workers``) on one
 database never maintain concurrently. DDL runs with a short ``lock_timeout``: if ingest or a
@@ -83,6 +86,7 @@ class Report:
     payloads_cleared: dict[str, int] = field(default_factory=dict)
     keys_pruned: int = 0
     sessions_pruned: int = 0
+    dead_letters_pruned: int = 0
     lock_timeouts: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -90,7 +94,8 @@ class Report:
             "skipped": self.skipped, "created": self.created, "dropped": self.dropped,
             "moved_from_default": self.moved_from_default, "deleted": self.deleted,
             "payloads_cleared": self.payloads_cleared, "keys_pruned": self.keys_pruned,
-            "sessions_pruned": self.sessions_pruned, "lock_timeouts": self.lock_timeouts,
+            "sessions_pruned": self.sessions_pruned,
+            "dead_letters_pruned": self.dead_letters_pruned, "lock_timeouts": self.lock_timeouts,
         }
 
 
@@ -368,6 +373,24 @@ async def _maintain(conn: asyncpg.Connection, policy: Policy, now: datetime, rep
             n = await clear_payloads(conn, pid, now - timedelta(days=payload_days))
             if n:
                 report.payloads_cleared[pid] = n
+
+    # 7. Dead letters of events that are gone.
+    report.dead_letters_pruned = await prune_dead_letters(conn)
+
+
+async def prune_dead_letters(conn: asyncpg.Connection) -> int:
+    """Drop the dead letters below each product's oldest stored event (none stored: below its
+    next position), whose payloads can never be built again."""
+    status = await conn.execute(
+        """
+        DELETE FROM push_dead_letters d USING push_endpoints e, products p
+        WHERE e.id = d.endpoint_id AND p.product_id = e.product_id
+          AND d.position < coalesce(
+              (SELECT min(ev.position) FROM events ev WHERE ev.product_id = e.product_id),
+              p.last_position + 1)
+        """
+    )
+    return int(status.split()[-1])
 
 
 async def erase(

@@ -75,6 +75,8 @@ EVENT_COLUMNS: dict[str, str] = {
     "team page'.",
     "session_index": "0-based index of the event within its session (the SDK's action index).",
     "payload": "The raw body as received (JSON).",
+    "conversation_id": "Chat conversation the session was linked to (POST /sessions/link) when "
+    "the event was stored; NULL for events stored before the link.",
 }
 
 products = sa.Table(
@@ -131,6 +133,12 @@ products = sa.Table(
     sa.CheckConstraint("provider IN ('posthog', 'amplitude')", name="provider"),
     sa.CheckConstraint("(provider IS NULL) = (provider_project_id IS NULL)", name="provider_project"),
     sa.UniqueConstraint("provider", "provider_project_id"),
+    sa.Column(
+        "session_link", sa.Text, nullable=False, server_default="token",
+        comment="Who may call POST /sessions/link for this product: 'token' (the request carries "
+        "the product's capture token), 'open' (anyone, like the hosted connector) or 'off'.",
+    ),
+    sa.CheckConstraint("session_link IN ('token', 'open', 'off')", name="session_link"),
     comment="Registered products.",
 )
 
@@ -181,7 +189,12 @@ session_counters = sa.Table(
         server_default=sa.text("now()"),
         comment="When the session last had an event (pruned after the product's retention).",
     ),
-    comment="Next per-session action index.",
+    sa.Column(
+        "conversation_id", sa.Text, nullable=True,
+        comment="Chat conversation linked to the session (POST /sessions/link); copied into every "
+        "event of the session stored from then on.",
+    ),
+    comment="Next per-session action index, and the session's linked conversation.",
 )
 
 retention_state = sa.Table(
@@ -208,6 +221,153 @@ server_secrets = sa.Table(
         server_default=sa.func.now(), comment="When the first receiver generated it.",
     ),
     comment="Random keys generated once and shared by every receiver process (never logged).",
+)
+
+# Push mode (receiver.delivery.push). The event log is the outbox: an endpoint is a cursor over
+# its product's positions, with no copy of the events; what could not be delivered is listed in
+# push_dead_letters; the last attempts are kept in a fixed ring of slots per endpoint.
+PUSH_LOCK_CLASS = 0x70757368  # 'push': first key of every deliverer's advisory lock
+_TS = sa.DateTime(timezone=True)
+
+push_endpoints = sa.Table(
+    "push_endpoints",
+    metadata,
+    sa.Column(
+        "id", sa.Integer, sa.Identity(always=True), primary_key=True,
+        comment="Endpoint id; also the second key of its deliverer's advisory lock.",
+    ),
+    sa.Column(
+        "product_id", sa.Text,
+        sa.ForeignKey("products.product_id", ondelete="CASCADE"), nullable=False, unique=True,
+        comment="Product whose events are pushed (one endpoint per product).",
+    ),
+    sa.Column(
+        "url", sa.Text, nullable=False,
+        comment="Destination URL. It may carry credentials: never logged, shown redacted.",
+    ),
+    sa.Column(
+        "secret", sa.Text, nullable=False,
+        comment="Signing secret, stored as given: every request is signed with it, so it cannot "
+        "be hashed. Never returned after registration, never logged.",
+    ),
+    sa.Column(
+        "previous_secret", sa.Text,
+        comment="The secret before the last rotation: requests carry signatures made with both "
+        "until previous_secret_expires_at.",
+    ),
+    sa.Column("previous_secret_expires_at", _TS, comment="End of the rotation's grace period."),
+    sa.Column(
+        "cursor", sa.BigInteger, nullable=False,
+        comment="Position of the last event delivered, dead-lettered or skipped; delivery "
+        "resumes after it.",
+    ),
+    sa.Column(
+        "max_attempts", sa.Integer,
+        comment="Attempts per payload before it is dead-lettered; NULL = RECEIVER_PUSH_MAX_ATTEMPTS.",
+    ),
+    sa.Column(
+        "max_age_seconds", sa.Integer,
+        comment="Seconds after its first attempt a failing payload is dead-lettered; "
+        "NULL = RECEIVER_PUSH_MAX_AGE_SECONDS.",
+    ),
+    sa.Column(
+        "max_in_flight", sa.Integer,
+        comment="Requests out at once (never two of one session); 1 = one at a time, in "
+        "position order. NULL = RECEIVER_PUSH_MAX_IN_FLIGHT.",
+    ),
+    sa.Column(
+        "attempts", sa.Integer, nullable=False, server_default="0",
+        comment="Failed attempts so far of the payload after cursor (0: none failed).",
+    ),
+    sa.Column("first_attempt_at", _TS, comment="First attempt of the payload being retried."),
+    sa.Column("next_attempt_at", _TS, comment="When the payload being retried is tried again."),
+    sa.Column(
+        "last_status", sa.Integer,
+        comment="HTTP status of the last attempt; NULL when there was no answer (see last_error).",
+    ),
+    sa.Column("last_error", sa.Text, comment="Why the last failed attempt failed."),
+    sa.Column("last_attempt_at", _TS, comment="Time of the last attempt."),
+    sa.Column("last_success_at", _TS, comment="Time of the last 2xx answer."),
+    sa.Column(
+        "delivered_total", sa.BigInteger, nullable=False, server_default="0",
+        comment="Payloads answered with a 2xx.",
+    ),
+    sa.Column(
+        "dead_lettered_total", sa.BigInteger, nullable=False, server_default="0",
+        comment="Payloads moved to push_dead_letters.",
+    ),
+    sa.Column(
+        "attempts_logged", sa.BigInteger, nullable=False, server_default="0",
+        comment="Attempts recorded in push_attempts so far (numbers them).",
+    ),
+    sa.Column("created_at", _TS, nullable=False, server_default=sa.func.now()),
+    sa.Column("updated_at", _TS, nullable=False, server_default=sa.func.now()),
+    sa.CheckConstraint("cursor >= 0", name="cursor"),
+    sa.CheckConstraint("max_attempts IS NULL OR max_attempts >= 1", name="max_attempts"),
+    sa.CheckConstraint("max_age_seconds IS NULL OR max_age_seconds >= 1", name="max_age_seconds"),
+    sa.CheckConstraint("max_in_flight IS NULL OR max_in_flight >= 1", name="max_in_flight"),
+    comment="Push destinations (push mode): where each product's payloads are POSTed, and a "
+    "durable cursor over its event positions.",
+)
+
+push_dead_letters = sa.Table(
+    "push_dead_letters",
+    metadata,
+    sa.Column(
+        "endpoint_id", sa.Integer,
+        sa.ForeignKey("push_endpoints.id", ondelete="CASCADE"), primary_key=True,
+        comment="The push endpoint (push_endpoints.id).",
+    ),
+    sa.Column(
+        "position", sa.BigInteger, primary_key=True,
+        comment="Position of the event whose payload was not delivered (events.position).",
+    ),
+    sa.Column(
+        "reason", sa.Text, nullable=False,
+        comment="'rejected' (an answer that is not retried, e.g. 400), 'attempts' (too many "
+        "failed attempts) or 'age' (failing for too long).",
+    ),
+    sa.Column("attempts", sa.Integer, nullable=False, comment="Attempts made, retries included."),
+    sa.Column("last_status", sa.Integer, comment="HTTP status of the last attempt, if any."),
+    sa.Column("last_error", sa.Text, comment="Why the last attempt failed."),
+    sa.Column("first_attempt_at", _TS, nullable=False, comment="Time of the first attempt."),
+    sa.Column("last_attempt_at", _TS, nullable=False, comment="Time of the last attempt."),
+    sa.Column(
+        "dead_at", _TS, nullable=False, server_default=sa.func.now(),
+        comment="When the payload was (last) given up on.",
+    ),
+    sa.Column(
+        "retry_requested_at", _TS,
+        comment="Set by `receiver push retry`: the deliverer sends it again (row deleted once "
+        "delivered). NULL = parked.",
+    ),
+    sa.CheckConstraint("reason IN ('rejected', 'attempts', 'age')", name="reason"),
+    comment="Payloads that push delivery gave up on; `receiver push retry` sends them again.",
+)
+
+push_attempts = sa.Table(
+    "push_attempts",
+    metadata,
+    sa.Column(
+        "endpoint_id", sa.Integer,
+        sa.ForeignKey("push_endpoints.id", ondelete="CASCADE"), primary_key=True,
+        comment="The push endpoint (push_endpoints.id).",
+    ),
+    sa.Column(
+        "slot", sa.Integer, primary_key=True,
+        comment="seq modulo RECEIVER_PUSH_ATTEMPTS_KEPT: the table keeps the last attempts only.",
+    ),
+    sa.Column("seq", sa.BigInteger, nullable=False, comment="Attempt number, per endpoint."),
+    sa.Column("position", sa.BigInteger, nullable=False, comment="Event position sent."),
+    sa.Column("attempted_at", _TS, nullable=False, comment="When the request was sent."),
+    sa.Column("duration_ms", sa.Float, nullable=False, comment="Time to the answer or the error."),
+    sa.Column("status", sa.Integer, comment="HTTP status answered; NULL when there was none."),
+    sa.Column("error", sa.Text, comment="Network error or the start of an error answer."),
+    sa.Column(
+        "outcome", sa.Text, nullable=False,
+        comment="'delivered', 'retry' (will be tried again) or 'dead' (dead-lettered).",
+    ),
+    comment="The last attempts of each push endpoint (a ring of RECEIVER_PUSH_ATTEMPTS_KEPT rows).",
 )
 
 # Partitioned by day on received_at (receiver.storage.retention creates and drops the partitions
@@ -243,6 +403,7 @@ events = sa.Table(
     sa.Column("description", sa.Text, nullable=False, comment=EVENT_COLUMNS["description"]),
     sa.Column("session_index", sa.Integer, nullable=False, comment=EVENT_COLUMNS["session_index"]),
     sa.Column("payload", pg.JSONB, comment=EVENT_COLUMNS["payload"]),
+    sa.Column("conversation_id", sa.Text, comment=EVENT_COLUMNS["conversation_id"]),
     sa.Index("ix_events_product_id_received_at", "product_id", "received_at"),
     # One user's recent activity (receiver.delivery.pull); internal events are never read there.
     sa.Index(
@@ -259,12 +420,14 @@ EVENT_INSERT_COLUMNS: tuple[str, ...] = (
     "event_uuid", "dedup_key", "session_id", "distinct_id", "email", "current_url",
     "canonical_url", "pathname", "referrer", "element_tag", "element_id", "element_text",
     "input_name", "link_target", "title", "description", "session_index", "payload",
+    "conversation_id",
 )
 
 STREAM_SELECT = """
 SELECT product_id, position, extract(epoch FROM received_at)::float8 AS received_at,
        extract(epoch FROM occurred_at)::float8 AS occurred_at, action_type, session_id,
-       distinct_id, email, title, description, current_url, canonical_url, session_index
+       distinct_id, email, title, description, current_url, canonical_url, session_index,
+       conversation_id
 FROM events
 """
 
@@ -371,7 +534,7 @@ class Appended:
 # Columns of ``events`` filled from the batch; ``position`` and ``session_index`` are assigned
 # inside the statement. Types come from the table definition, so a column added to
 # EVENT_INSERT_COLUMNS/_record needs no change here.
-_ASSIGNED = ("position", "session_index")
+_ASSIGNED = ("position", "session_index", "conversation_id")
 _INPUT_COLUMNS = tuple(c for c in EVENT_INSERT_COLUMNS if c not in _ASSIGNED)
 _INPUT_INDEXES = tuple(EVENT_INSERT_COLUMNS.index(c) for c in _INPUT_COLUMNS)
 _PG_TYPE = {c.name: c.type.compile(dialect=pg.dialect()) for c in events.columns}
@@ -402,6 +565,8 @@ def _append_sql() -> str:
     * a deleted product has no ``bump`` row, so its rows reach ``events`` with a NULL position
       and the NOT NULL constraint aborts the whole statement (reported as NotFoundError);
     * positions follow batch order within a product, session indexes follow positions;
+    * each row takes its session's linked conversation from the counter it upserts, under that
+      counter's row lock: a link (``POST /sessions/link``) is in every event committed after it;
     * INSERT … SELECT (like COPY) works on a plain or a partitioned ``events`` table;
     * pg_notify is queued only when something was stored, and sent only at commit.
     """
@@ -440,14 +605,15 @@ WITH input AS (
     ON CONFLICT (product_id, session_id)
     DO UPDATE SET next_index = session_counters.next_index + EXCLUDED.next_index,
                   last_seen_at = now()
-    RETURNING product_id, session_id, next_index
+    RETURNING product_id, session_id, next_index, conversation_id
 ), n AS (
     SELECT r.*,
         b.last_position - b.n
             + row_number() OVER (PARTITION BY r.product_id ORDER BY r.ord) AS position,
         (s.next_index - sc.n
             + row_number() OVER (PARTITION BY r.product_id, s.session_id ORDER BY r.ord)
-            - 1)::int AS session_index
+            - 1)::int AS session_index,
+        s.conversation_id
     FROM new_rows r
     LEFT JOIN bump b ON b.product_id = r.product_id
     LEFT JOIN sessions s
@@ -456,7 +622,7 @@ WITH input AS (
 ), stored AS (
     INSERT INTO events ({cols}) SELECT {select} FROM n
 )
-SELECT ord, position, session_index,
+SELECT ord, position, session_index, conversation_id,
     (SELECT pg_notify('{NOTIFY_EVENTS}', (json_object_agg(product_id, last_position)::jsonb
                 || jsonb_build_object('{ORIGIN_KEY}', ${len(_INPUT_COLUMNS) + 2}::text))::text)
      FROM bump HAVING count(*) > 0) AS notified
@@ -528,9 +694,11 @@ async def append(
             raise NotFoundError("product was deleted") from exc
         raise
     results = [Appended(None, None, None)] * len(batch)
-    for ord_, position, index, _notified in rows:
+    for ord_, position, index, conversation_id, _notified in rows:
         p = batch[ord_]
-        results[ord_] = Appended(position, index, _stream_row(p, position, index))
+        results[ord_] = Appended(
+            position, index, _stream_row(p, position, index, conversation_id)
+        )
     return results
 
 
@@ -589,6 +757,7 @@ async def _append_copy(
                 (batch[i].product_id, batch[i].event.session_id or ""), []
             ).append(i)
         indexes: dict[int, int] = {}
+        conversations: dict[int, str | None] = {}
         if per_session:
             keys = sorted(per_session)
             counters = await conn.fetch(
@@ -598,7 +767,7 @@ async def _append_copy(
                 ON CONFLICT (product_id, session_id)
                 DO UPDATE SET next_index = session_counters.next_index + EXCLUDED.next_index,
                               last_seen_at = now()
-                RETURNING product_id, session_id, next_index
+                RETURNING product_id, session_id, next_index, conversation_id
                 """,
                 [k[0] for k in keys],
                 [k[1] for k in keys],
@@ -609,11 +778,14 @@ async def _append_copy(
                 start = r[2] - len(idxs)
                 for offset, i in enumerate(sorted(idxs, key=lambda j: positions[j])):
                     indexes[i] = start + offset
+                    conversations[i] = r[3]
 
         if new_idx:
             await conn.copy_records_to_table(
                 "events",
-                records=[_record(batch[i], positions[i], indexes[i]) for i in new_idx],
+                records=[
+                    _record(batch[i], positions[i], indexes[i], conversations[i]) for i in new_idx
+                ],
                 columns=EVENT_INSERT_COLUMNS,
             )
             heads = {pid: positions[idxs[-1]] for pid, idxs in per_product.items()}
@@ -624,24 +796,31 @@ async def _append_copy(
 
     for i in new_idx:
         p = batch[i]
-        results[i] = Appended(positions[i], indexes[i], _stream_row(p, positions[i], indexes[i]))
+        results[i] = Appended(
+            positions[i], indexes[i], _stream_row(p, positions[i], indexes[i], conversations[i])
+        )
     for i in range(len(batch)):
         if results[i] is None:
             results[i] = Appended(None, None, None)
     return [r for r in results if r is not None]
 
 
-def _record(p: Pending, position: int, session_index: int) -> tuple[Any, ...]:
+def _record(
+    p: Pending, position: int, session_index: int, conversation_id: str | None = None
+) -> tuple[Any, ...]:
     e = p.event
     return (
         p.product_id, position, p.received_at, e.occurred_at, e.source, e.event, e.action_type,
         e.event_uuid, e.dedup_key, e.session_id, e.distinct_id, e.email, e.current_url,
         e.canonical_url, e.pathname, e.referrer, e.element_tag, e.element_id, e.element_text,
         e.input_name, e.link_target, e.title, e.description, session_index, e.payload,
+        conversation_id,
     )
 
 
-def _stream_row(p: Pending, position: int, session_index: int) -> StreamRow:
+def _stream_row(
+    p: Pending, position: int, session_index: int, conversation_id: str | None
+) -> StreamRow:
     e = p.event
     return StreamRow(
         product_id=p.product_id,
@@ -657,6 +836,7 @@ def _stream_row(p: Pending, position: int, session_index: int) -> StreamRow:
         current_url=e.current_url,
         canonical_url=e.canonical_url,
         session_index=session_index,
+        conversation_id=conversation_id,
     )
 
 
@@ -690,6 +870,26 @@ async def read_range(
         upto,
     )
     return [_row(r) for r in rows]
+
+
+async def link_session(
+    conn: asyncpg.Connection, product_id: str, session_id: str, conversation_id: str
+) -> None:
+    """Link a session to a chat conversation: every event of the session stored from now on
+    carries ``conversation_id`` (the append copies it from this counter row; see
+    :func:`_append_sql`). A session not seen yet gets its counter now, at index 0.
+
+    One row lock and nothing else, so it cannot deadlock with the append's lock order.
+    """
+    await conn.execute(
+        """
+        INSERT INTO session_counters (product_id, session_id, next_index, conversation_id)
+        VALUES ($1, $2, 0, $3)
+        ON CONFLICT (product_id, session_id)
+        DO UPDATE SET conversation_id = EXCLUDED.conversation_id, last_seen_at = now()
+        """,
+        product_id, session_id, conversation_id,
+    )
 
 
 async def head(conn: asyncpg.Connection, product_id: str) -> int | None:

@@ -10,20 +10,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.timeout(600)
 def test_bench_smoke(tmp_path: Path) -> None:
-    scenarios = ["ack_latency", "e2e_1", "fanout_1000", "replay", "db", "adversarial", "live_activity"]
+    scenarios = ["ack_latency", "e2e_1", "fanout_1000", "replay", "db", "adversarial", "live_activity",
+                 "push_throughput", "push_latency"]
     if shutil.which("wrk"):
-        scenarios.insert(0, "ingest_w1")
+        scenarios[:0] = ["ingest_w1", "ingest_push"]
         scenarios.append("ingest_index_ab")
     args = [sys.executable, "-m", "bench", "--smoke", "--only", ",".join(scenarios),
             "--out", str(tmp_path)]
     chart = importlib.util.find_spec("matplotlib") is not None
     if not chart:  # the bench extra is not part of `make test`
         args.append("--no-chart")
-    res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=170, check=False)
+    res = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
 
     results = json.loads((tmp_path / "results.json").read_text())
@@ -54,6 +58,19 @@ def test_bench_smoke(tmp_path: Path) -> None:
         ab = results["ingest_index_ab"]
         assert ab["with_index"]["ok"] > 0 and ab["without_index"]["ok"] > 0 and ab["ratio"] > 0
         assert ab["store_append"]["median_ratio"] > 0
+    push = results["push_throughput"]
+    assert push["delivered"] == push["events"] == 300 and push["in_order_per_session"]
+    assert push["payloads_per_s"] > 0 and push["ceiling"]["posts_per_s"] > 0
+    for layout in ("same_process", "own_process"):
+        lat = results["push_latency"][layout]
+        assert lat["delivered"] == lat["expected"] > 0 and lat["in_order_per_session"]
+        assert lat["p99_ms"] > 0
+        assert lat["ack"]["push_on"]["ok"] == lat["ack"]["push_on"]["scheduled"] > 0
+    if "ingest_push" in scenarios:
+        ip = results["ingest_push"]
+        assert ip["push_on"]["bad"] == ip["push_off"]["bad"] == 0 and ip["ratio"] > 0
+        # Everything stored for the pushed product was pushed by the end of the scenario.
+        assert ip["pushed"]["delivered"] == ip["pushed"]["stored"] > 0
     if "ingest_w1" in scenarios:
         ing = results["ingest_w1"]
         # Every 200 is a stored row; requests in flight when wrk stops commit unacknowledged.

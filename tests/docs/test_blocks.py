@@ -23,7 +23,6 @@ NOT_RUNNABLE_HERE = {
     "needs Docker": "these machines have no Docker engine (tests/test_compose.py checks the file)",
     "needs PostHog Cloud": "PostHog must reach the receiver over the internet",
     "runs for minutes": "`make bench` is measured on purpose outside `make test`",
-    "push (issue 11)": "the interface is being built; the lead wires its test at merge",
     # Debt, not a reason: tests/rasa and tests/browser start the same services their own way,
     # but nothing runs these blocks as written yet. Shown to readers, so it cannot be forgotten.
     "not run by a test yet": "the manual chat stack (make demo, service by service)",

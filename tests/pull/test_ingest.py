@@ -128,6 +128,24 @@ async def test_both_secret_headers_and_both_registrations_work_on_both_routes(
     assert r.status_code == 401
 
 
+async def test_the_legacy_amplitude_path_takes_bearer_only(receiver: Any, database_url: str) -> None:
+    p = register_project(receiver.base_url, "amplitude")
+    url = f"{receiver.base_url}/ingest/amplitude/{p.product_id}"
+    body = {"events": [amplitude("$autocapture", user="u-1", url=f"{APP}/billing", text="Upgrade")]}
+    r = httpx.post(url, json=body, headers={"Authorization": f"Bearer {p.ingest_secret}"}, timeout=10)
+    assert r.status_code == 200, r.text
+    # Amplitude sends the secret as a Bearer token; a PostHog header or another product's
+    # secret is not accepted there.
+    other = register_project(receiver.base_url, "amplitude")
+    for headers in ({"x-posthog-secret": p.ingest_secret}, {"Authorization": "Bearer wrong"},
+                    {"Authorization": f"Bearer {other.ingest_secret}"}):
+        assert httpx.post(url, json=body, headers=headers, timeout=10).status_code == 401, headers
+    rows = await _rows(database_url, p.product_id)
+    assert [(row["source"], row["distinct_id"], row["element_text"]) for row in rows] == [
+        ("amplitude", "u-1", "Upgrade")
+    ]
+
+
 async def test_amplitude_events_map_as_the_sdk_template_defines(receiver: Any, database_url: str) -> None:
     p = register_project(receiver.base_url, "amplitude")
     now = int(time.time() * 1000)

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import free_port
 from tests.faults.kit import new_product_id, show
 
 VENV_BIN = Path(sys.executable).parent
@@ -80,10 +81,34 @@ async def exercise(base_url: str, product_id: str, contact: str, visitor: str) -
         r = await ac.post(f"{base_url}/products",
                           json={"product_id": f"bad id {secret}", "contact_email": contact})
         assert r.status_code == 400
+        # Push: a destination whose URL carries a password and a token, with its own secret;
+        # nothing listens there, so deliveries fail, are retried and dead-lettered (logged).
+        push_secret = "push-" + secrets.token_urlsafe(24)
+        url_password, url_token = "pw-" + secrets.token_hex(8), "qt-" + secrets.token_hex(8)
+        push_id = product_id + "-push"
+        url = f"http://hook-user:{url_password}@127.0.0.1:{free_port()}/in?token={url_token}"
+        r = await ac.post(f"{base_url}/products", json={
+            "product_id": push_id, "contact_email": contact,
+            "integration_config": {"mode": "push", "url": url, "secret": push_secret},
+        })
+        assert r.status_code == 201, r.text
+        assert push_secret not in r.text and url_password not in r.text and url_token not in r.text
+        push_hook_secret = r.json()["webhook_secret"]
+        r = await ac.post(f"{base_url}/webhook/{push_id}", json=body,
+                          headers={"x-posthog-secret": push_hook_secret})
+        assert r.status_code == 200
+        for _ in range(200):
+            status = (await ac.get(f"{base_url}/admin/api/push/{push_id}")).json()
+            if status["dead_letters"]:
+                break
+            await asyncio.sleep(0.05)
+        assert status["dead_letters"], status
+        assert url_password not in str(status) and push_secret not in str(status)
     return {
         "sdk_secret": sdk_secret, "webhook_secret": secret, "stream_key": key, "wrong_secret": wrong,
         "wrong_stream_key": bad_key, "rotated_secret": rotated["webhook_secret"],
         "rotated_stream_key": rotated["unkey_key"], "contact_email": contact, "visitor_email": visitor,
+        "push_secret": push_secret, "push_url_password": url_password, "push_url_token": url_token,
     }
 
 
@@ -98,12 +123,31 @@ def cli_rotate(env: dict[str, str], product_id: str) -> tuple[dict[str, Any], st
     return json.loads(res.stdout), res.stderr
 
 
+def cli_push(env: dict[str, str], product_id: str) -> tuple[dict[str, Any], str]:
+    """``receiver push rotate`` (the new secret on stdout, by design) and ``push status``."""
+    res = subprocess.run(
+        [str(VENV_BIN / "receiver"), "push", "rotate", product_id, "--json"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert res.returncode == 0, res.stderr
+    status = subprocess.run(
+        [str(VENV_BIN / "receiver"), "push", "status", product_id],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert status.returncode == 0, status.stderr
+    out = json.loads(res.stdout)
+    assert out["push_secret"] not in status.stdout  # the status never shows a secret
+    return out, res.stderr + status.stderr + status.stdout
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("log_json", ["false", "true"], ids=["text", "json"])
 def test_no_secret_key_or_email_in_logs(
     log_json: str, spawn_receiver: Callable[..., Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rp = spawn_receiver(RECEIVER_LOG_LEVEL="DEBUG", RECEIVER_LOG_JSON=log_json)
+    rp = spawn_receiver(RECEIVER_LOG_LEVEL="DEBUG", RECEIVER_LOG_JSON=log_json,
+                        RECEIVER_PUSH_MAX_ATTEMPTS="2", RECEIVER_PUSH_BACKOFF_BASE_SECONDS="0.05",
+                        RECEIVER_PUSH_CLAIM_SECONDS="0.2")
     product_id = new_product_id("logs")
     tag = secrets.token_hex(3)
     contact = f"jane.doe.{tag}@customer-example.org"
@@ -113,6 +157,9 @@ def test_no_secret_key_or_email_in_logs(
     cli_out, cli_log = cli_rotate(cli_env, product_id)
     sensitive["cli_secret"] = cli_out["webhook_secret"]
     sensitive["cli_stream_key"] = cli_out["stream_key"]
+    push_out, push_log = cli_push(cli_env, product_id + "-push")
+    sensitive["cli_push_secret"] = push_out["push_secret"]
+    cli_log += push_log
     rp.terminate()  # flushes and ends the log
     if os.environ.get("SHOW_RECEIVER_LOG"):
         with capsys.disabled():
@@ -122,6 +169,7 @@ def test_no_secret_key_or_email_in_logs(
     lines = log.splitlines()
     assert len(lines) > 10, log  # the receiver did log (DEBUG): the scan is not vacuous
     assert product_id in log
+    assert "dead-lettered" in log and "http://***@127.0.0.1" in log  # push logged, redacted
     leaks = {
         name: [ln for ln in (log + "\n" + cli_log).splitlines() if value in ln][:3]
         for name, value in sensitive.items()

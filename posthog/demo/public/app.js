@@ -214,6 +214,31 @@
     });
   }
 
+  // ---- session links: tell the receiver which chat conversation this session belongs to ----
+  // What the SDK's browser snippet (format_reactive_session_link_script) does from a chat
+  // widget's "conversation started" callback, plus the capture token the receiver asks for
+  // (docs/push.md, "Session links"). From then on every event of this session carries the
+  // conversation_id, on the stream and on push. Resolves to the HTTP status.
+  function linkConversation(conversationId) {
+    if (!demo.posthog || !cfg.apiHost || !cfg.productId) return Promise.resolve(0);
+    return fetch(cfg.apiHost.replace(/\/+$/, "") + "/sessions/link", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        product_id: cfg.productId,
+        session_id: window.posthog.get_session_id(),
+        conversation_id: String(conversationId),
+        token: cfg.token,
+      }),
+    }).then(function (res) {
+      return res.status;
+    }).catch(function (e) {
+      console.warn("[autoplay] session link failed:", e);
+      return 0;
+    });
+  }
+  demo.linkConversation = linkConversation;
+
   // ---- chat widget (Step 9), only when a Rasa socket URL is configured ----
   function loadRasaWidget() {
     if (!rasaUrl || document.getElementById("rasa-webchat-script")) return;

@@ -111,6 +111,77 @@
     setStatus("connected · " + state.products.length + " product(s) · updated " + new Date().toLocaleTimeString(), "ok");
   }
 
+  // ------------------------------------------------------------------ push
+
+  function lastAnswer(e) {
+    if (!e.last_attempt_at) return "—";
+    if (e.last_error) return e.last_error; // says the status too ("HTTP 503: ...")
+    return String(e.last_status);
+  }
+
+  function renderPush(endpoints) {
+    const body = $("push").querySelector("tbody");
+    body.replaceChildren();
+    $("push-summary").textContent = endpoints.length
+      ? "(" + endpoints.length + " endpoint(s))" : "(no product is in push mode)";
+    for (const e of endpoints) {
+      const tr = document.createElement("tr");
+      tr.dataset.productId = e.product_id;
+      tr.dataset.state = e.state;
+      if (e.product_id === state.selected) tr.classList.add("selected");
+      cell(tr, e.product_id);
+      cell(tr, e.url).title = e.url;
+      cell(tr, e.deliverer || "none");
+      const st = cell(tr, e.state + (e.attempts ? " (attempt " + (e.attempts + 1) + ")" : ""));
+      st.className = e.state === "retrying" || e.state === "no deliverer" ? "bad" : "";
+      cell(tr, String(e.lag), "num lag");
+      cell(tr, String(e.delivered_total), "num");
+      cell(tr, String(e.dead_letters), "num dead");
+      cell(tr, lastAnswer(e)).title = e.last_error || "";
+      cell(tr, fmtTime(e.last_success_at));
+      tr.addEventListener("click", () => select(e.product_id));
+      body.appendChild(tr);
+    }
+  }
+
+  async function refreshPush() {
+    const data = await api("/admin/api/push");
+    renderPush(data.endpoints);
+    const detail = $("push-detail");
+    const mine = data.endpoints.find((e) => e.product_id === state.selected);
+    if (!mine) {
+      detail.hidden = true;
+      return;
+    }
+    const d = await api("/admin/api/push/" + encodeURIComponent(mine.product_id));
+    $("push-detail-product").textContent = "(" + mine.product_id + ")";
+    const dead = $("dead-letters").querySelector("tbody");
+    dead.replaceChildren();
+    for (const x of d.dead_letters) {
+      const tr = document.createElement("tr");
+      cell(tr, String(x.position), "num");
+      cell(tr, x.reason);
+      cell(tr, String(x.attempts), "num");
+      cell(tr, x.last_error || String(x.last_status)).title = x.last_error || "";
+      cell(tr, fmtTime(x.dead_at));
+      cell(tr, x.retry_requested_at ? fmtTime(x.retry_requested_at) : "—");
+      dead.appendChild(tr);
+    }
+    const att = $("attempts").querySelector("tbody");
+    att.replaceChildren();
+    for (const a of d.attempts) {
+      const tr = document.createElement("tr");
+      cell(tr, String(a.position), "num");
+      cell(tr, fmtTime(a.attempted_at));
+      cell(tr, a.outcome);
+      cell(tr, a.status == null ? "—" : String(a.status), "num");
+      cell(tr, a.duration_ms.toFixed(1), "num");
+      cell(tr, a.error || "").title = a.error || "";
+      att.appendChild(tr);
+    }
+    detail.hidden = false;
+  }
+
   // ------------------------------------------------------------------ chart
 
   async function refreshRate() {
@@ -180,6 +251,7 @@
     state.lastPosition = Math.max(0, (p ? p.last_position : 0) - TAIL_BACKLOG);
     connect();
     refreshRate().catch(() => {});
+    refreshPush().catch(() => {});
   }
 
   function closeSource() {
@@ -265,6 +337,7 @@
     $("main").hidden = false;
     $("logout").hidden = !state.token;
     refreshRate().catch(() => {});
+    refreshPush().catch(() => {});
     if (state.wanted && state.products.some((p) => p.product_id === state.wanted)) select(state.wanted);
     if (state.timer) return;
     state.timer = setInterval(() => {
@@ -273,6 +346,7 @@
         else setStatus("receiver unavailable: " + err.message, "bad");
       });
       refreshRate().catch(() => {});
+      refreshPush().catch(() => {});
     }, REFRESH_MS);
   }
 
