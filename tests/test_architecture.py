@@ -29,6 +29,7 @@ LAYERS: dict[str, int] = {
     "receiver.ingest.normalize": 1,
     "receiver.ingest.privacy": 1,
     "receiver.delivery.wire": 1,
+    "receiver.storage.dsn": 1,
     "receiver.ingest.bodies": 2,
     "receiver.ingest.limits": 2,
     "receiver.storage.store": 2,

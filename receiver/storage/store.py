@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql as pg
 from receiver.delivery.wire import StreamRow
 from receiver.errors import NotFoundError, UnavailableError
 from receiver.ingest.normalize import NormalizedEvent
+from receiver.storage import dsn
 
 NOTIFY_EVENTS = "receiver_events"
 NOTIFY_PRODUCTS = "receiver_products"
@@ -235,7 +236,11 @@ def unavailable(what: str) -> Iterator[None]:
     """Map driver and network failures to a retryable 503; let everything else through."""
     try:
         yield
-    except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
+    except (
+        TimeoutError, OSError, asyncpg.InterfaceError,
+        # Every host of a multi-host URI refused or is a standby (a failover in progress).
+        asyncpg.exceptions.TargetServerAttributeNotMatched,
+    ) as exc:
         raise UnavailableError(f"database unavailable while {what}", retry_after=1) from exc
     except asyncpg.PostgresError as exc:
         if str(getattr(exc, "sqlstate", "") or "").startswith(_UNAVAILABLE_SQLSTATES):
@@ -244,7 +249,7 @@ def unavailable(what: str) -> Iterator[None]:
 
 
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
-    return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    return dsn.for_asyncpg(sqlalchemy_url)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
