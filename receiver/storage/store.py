@@ -9,6 +9,7 @@ can answer 503 without knowing about asyncpg.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from receiver.delivery.wire import StreamRow
 from receiver.errors import NotFoundError, UnavailableError
 from receiver.ingest.normalize import NormalizedEvent
 from receiver.storage import dsn
+from receiver.storage.replication import SEEN_COLUMNS, Seen
 
 NOTIFY_EVENTS = "receiver_events"
 NOTIFY_PRODUCTS = "receiver_products"
@@ -169,6 +171,23 @@ retention_state = sa.Table(
         comment="Every payload received before this time has been cleared.",
     ),
     comment="Progress of payload retention per product (maintenance bookkeeping).",
+)
+
+replication_barrier = sa.Table(
+    "replication_barrier",
+    metadata,
+    sa.Column(
+        "slot", sa.SmallInteger, primary_key=True, autoincrement=False,
+        comment="pg_backend_pid() % 64 of the session that wrote the barrier.",
+    ),
+    sa.Column(
+        "confirmed_at", sa.DateTime(timezone=True), nullable=False,
+        comment="When a barrier was last committed in this slot.",
+    ),
+    sa.CheckConstraint("slot >= 0 AND slot < 64", name="slot"),
+    comment="Barriers, no data: a receiver rewrites one of these 64 rows and waits for the "
+    "synchronous standby to confirm it before it streams what it read "
+    "(receiver.storage.replication).",
 )
 
 # Partitioned by day on received_at (receiver.storage.retention creates and drops the partitions
@@ -603,14 +622,21 @@ def _row(r: asyncpg.Record) -> StreamRow:
 
 
 async def read_after(
-    conn: asyncpg.Connection, product_id: str, after: int, limit: int
+    conn: asyncpg.Connection, product_id: str, after: int, limit: int, upto: int | None = None
 ) -> list[StreamRow]:
-    rows = await conn.fetch(
-        STREAM_SELECT + " WHERE product_id = $1 AND position > $2 ORDER BY position LIMIT $3",
-        product_id,
-        after,
-        limit,
-    )
+    """A page after ``after``; never past ``upto`` (a confirmed head, see
+    receiver.storage.replication) when given."""
+    if upto is not None:
+        rows = await conn.fetch(
+            STREAM_SELECT + " WHERE product_id = $1 AND position > $2 AND position <= $4"
+            " ORDER BY position LIMIT $3",
+            product_id, after, limit, upto,
+        )
+    else:
+        rows = await conn.fetch(
+            STREAM_SELECT + " WHERE product_id = $1 AND position > $2 ORDER BY position LIMIT $3",
+            product_id, after, limit,
+        )
     return [_row(r) for r in rows]
 
 
@@ -627,11 +653,44 @@ async def read_range(
     return [_row(r) for r in rows]
 
 
+# The same reads, with where they were made (server, WAL position), so the caller can have the
+# synchronous standby confirm them before it serves them. The MATERIALIZED CTE evaluates the
+# position once, after the statement's snapshot was taken.
+_READ_RANGE_SEEN = f"""
+WITH seen AS MATERIALIZED (SELECT {SEEN_COLUMNS})
+SELECT e.*, seen.unsynced, seen.lsn, seen.server
+FROM ({STREAM_SELECT} WHERE product_id = $1 AND position > $2 AND position <= $3) e, seen
+ORDER BY e.position
+"""  # noqa: S608 - constant text
+_HEAD_SEEN = f"""
+WITH seen AS MATERIALIZED (SELECT {SEEN_COLUMNS})
+SELECT p.last_position, seen.unsynced, seen.lsn, seen.server
+FROM products p, seen WHERE p.product_id = $1
+"""  # noqa: S608 - constant text
+_STREAM_FIELDS = len(dataclasses.fields(StreamRow))
+
+
+async def read_range_seen(
+    conn: asyncpg.Connection, product_id: str, after: int, upto: int
+) -> tuple[list[StreamRow], Seen | None]:
+    rows = await conn.fetch(_READ_RANGE_SEEN, product_id, after, upto)
+    if not rows:
+        return [], None
+    return [StreamRow(*tuple(r)[:_STREAM_FIELDS]) for r in rows], Seen.of(rows[-1])
+
+
 async def head(conn: asyncpg.Connection, product_id: str) -> int | None:
     value = await conn.fetchval(
         "SELECT last_position FROM products WHERE product_id = $1", product_id
     )
     return int(value) if value is not None else None
+
+
+async def head_seen(conn: asyncpg.Connection, product_id: str) -> tuple[int | None, Seen | None]:
+    row = await conn.fetchrow(_HEAD_SEEN, product_id)
+    if row is None:
+        return None, None
+    return int(row["last_position"]), Seen.of(row)
 
 
 async def position_before(conn: asyncpg.Connection, product_id: str, since: datetime) -> int:
