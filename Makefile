@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast test-faults demo bench bench-smoke lint venv clean rasa-venv browser-deps sdk013-venv
+.PHONY: run test test-fast test-faults demo bench bench-smoke lint venv clean rasa-venv browser-deps sdk013-venv ha-deps
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ run: $(STAMP)
 	$(VENV)/bin/receiver serve
 
 ## The whole suite against a throwaway Postgres.
-test: $(STAMP) browser-deps rasa-venv sdk013-venv
+test: $(STAMP) browser-deps rasa-venv sdk013-venv ha-deps
 	$(PY) -m ruff check receiver bridge tests migrations posthog scripts bench
 	$(PY) -m pytest -q -ra
 
@@ -43,6 +43,10 @@ demo: $(STAMP)
 
 rasa-venv:
 	@bash scripts/rasa-venv.sh
+
+## pg_auto_failover (Postgres 15) and haproxy from Debian, for tests/ha and docs/high-availability.md.
+ha-deps:
+	@bash scripts/ha-deps.sh
 
 ## The stock autoplay-sdk 0.13.0 in a venv of its own (tests drive it in a subprocess).
 sdk013-venv:
