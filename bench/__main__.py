@@ -4,6 +4,7 @@
     python -m bench --quick         # short durations, small sizes (the smoke test)
     python -m bench --only ingest_w1,db
     python -m bench --profile       # also py-spy the receiver during the 1-worker ingest run
+    python -m bench --only ingest_w1,ingest_sync,e2e_2r,e2e_2r_sync   # what HA costs
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios
+from bench import ha, report, scenarios
 from bench.common import ROOT, Procs, dump_json
 
 SCENARIOS = [
     "ingest_w1", "ingest_w2", "ack_latency", "e2e_1", "e2e_100", "fanout_1000", "fanout_5000",
-    "replay", "db",
+    "replay", "db", "ingest_sync", "e2e_2r", "e2e_2r_sync",
 ]
 
 
@@ -50,6 +51,10 @@ def run_one(name: str, ctx: scenarios.Ctx) -> dict[str, Any]:
         return scenarios.replay(ctx)
     if name == "db":
         return scenarios.db_ceiling(ctx)
+    if name == "ingest_sync":
+        return ha.ingest_sync(ctx)
+    if name in ("e2e_2r", "e2e_2r_sync"):
+        return ha.e2e_two_receivers(ctx, sync=name == "e2e_2r_sync")
     raise ValueError(name)
 
 

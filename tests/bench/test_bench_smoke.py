@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_smoke(tmp_path: Path) -> None:
-    scenarios = ["ack_latency", "e2e_1", "fanout_1000", "replay", "db"]
+    scenarios = ["ack_latency", "e2e_1", "fanout_1000", "replay", "db", "e2e_2r_sync"]
     if shutil.which("wrk"):
         scenarios.insert(0, "ingest_w1")
     args = [sys.executable, "-m", "bench", "--smoke", "--only", ",".join(scenarios),
@@ -37,6 +37,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     assert fan["kib_per_subscriber"] is not None
     assert results["replay"]["complete"] and results["replay"]["events"] == 500
     assert results["db"]["copy_batch_1000"] > 0 and results["db"]["store_append_batch_1"] > 0
+    sync = results["e2e_2r_sync"]  # two receivers, a synchronous standby: confirmed by barriers
+    assert sync["delivered"] == sync["expected"] > 0 and sync["confirm_barriers"] > 0
     if "ingest_w1" in scenarios:
         ing = results["ingest_w1"]
         # Every 200 is a stored row; requests in flight when wrk stops commit unacknowledged.

@@ -98,10 +98,13 @@ async def _wait_sync(dsn: str, timeout: float = 30) -> None:
 
 
 @contextmanager
-def sync_pair() -> Iterator[SyncPair]:
+def sync_pair(*, durable: bool = False) -> Iterator[SyncPair]:
+    """``durable``: fsync on both nodes (``make bench``); tests turn it off for speed (kill -9
+    of a process keeps the OS page cache, so nothing they check depends on it)."""
     root = Path(tempfile.mkdtemp(prefix="rcvsync", dir="/tmp"))  # short: unix socket paths
-    primary = devdb.server(root / "p" / "data")  # durable settings: synchronous_commit stays on
-    _conf(primary, "fsync = off\nfull_page_writes = off\n")  # speed only; kill -9 keeps the page cache
+    primary = devdb.server(root / "p" / "data")  # synchronous_commit stays on
+    if not durable:
+        _conf(primary, "fsync = off\nfull_page_writes = off\n")
     standby: devdb.PgServer | None = None
     try:
         primary.start()
