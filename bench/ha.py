@@ -1,9 +1,9 @@
 """What high availability costs (docs/high-availability.md, "Sizing").
 
-* ``ingest_sync``: the ``ingest_w1`` measurement (wrk, one worker, against the no-op ceiling
-  measured alternately) with a synchronous standby: every commit also waits for the standby's
-  flush. Primary and standby run on this machine with fsync on, so the standby's round trip
-  is a loopback one and its fsync competes for the same disk.
+* ``ingest_sync``: the ``ingest_w1`` measurement (wrk, one worker) on a receiver without a
+  standby and on one whose every commit also waits for a synchronous standby's flush, measured
+  alternately with the no-op ceiling. Primary and standby run on this machine with fsync on,
+  so the standby's round trip is a loopback one and its fsync competes for the same disk.
 * ``e2e_2r`` / ``e2e_2r_sync``: two receivers on one database, events posted to the first,
   the stock SDK subscribed on the second, so every event reaches its subscriber through
   NOTIFY and a read from Postgres; with a synchronous standby that read must also be
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from dataclasses import replace
@@ -28,12 +29,45 @@ def _pair_url(pair: Any) -> str:
     return pair.uri  # both hosts, target_session_attrs=read-write, as an operator would write it
 
 
-def ingest_sync(ctx: scenarios.Ctx) -> dict[str, Any]:
+def ingest_sync(ctx: scenarios.Ctx, conns: int = 64, rounds: int = 2) -> dict[str, Any]:
+    """wrk against the no-op ceiling, a receiver without standby and one with a synchronous
+    standby, alternately (ceiling, single, sync, ceiling, …): the machine is shared and its
+    load drifts, so the cost of the standby is the ratio of sums measured side by side."""
     from tests.ha.replicas import sync_pair
 
+    if ctx.smoke and shutil.which("wrk") is None:
+        return {"skipped": "wrk is not installed"}
+    rounds = 1 if ctx.smoke else rounds
+    secs = ctx.seconds(5, 3)
+    warm = ctx.seconds(2, 1)
+    out: dict[str, Any] = {"workers": 1, "connections": conns, "seconds": secs * rounds,
+                           "rounds": rounds, "standby": "synchronous, same machine, fsync on"}
     with sync_pair(durable=True) as pair:
-        out = scenarios.ingest(replace(ctx, db_url=_pair_url(pair)), 1)
-        out["standby"] = "synchronous, same machine, fsync on"
+        noop = scenarios.start_noop(ctx, 1)
+        started: list[scenarios.Server] = []
+        try:
+            single = scenarios.start_receiver(ctx, 1)
+            started.append(single)
+            synced = scenarios.start_receiver(replace(ctx, db_url=_pair_url(pair)), 1)
+            started.append(synced)
+            urls = {"ceiling": (f"{noop.base}/webhook/noop", "x")}
+            for name, srv in (("receiver", single), ("receiver_sync", synced)):
+                warmup = scenarios.make_product(srv, f"warm-sync-{name}-{os.getpid()}")
+                scenarios.wrk(ctx, f"{srv.base}/webhook/{warmup.product_id}", warmup.secret, warm, conns)
+                prod = scenarios.make_product(srv, f"ingest-sync-{name}-{os.getpid()}")
+                urls[name] = (f"{srv.base}/webhook/{prod.product_id}", prod.secret)
+            runs: dict[str, list[dict[str, Any]]] = {k: [] for k in urls}
+            for _ in range(rounds):
+                for name, (url, secret) in urls.items():
+                    runs[name].append(scenarios.wrk(ctx, url, secret, secs, conns))
+            for name, r in runs.items():
+                out[name] = scenarios._sum_wrk(r)
+        finally:
+            for srv in started:
+                ctx.procs.stop(srv.proc)
+            ctx.procs.stop(noop.proc)
+    out["ratio"] = round(out["receiver_sync"]["ok_per_s"] / out["ceiling"]["ok_per_s"], 3)
+    out["sync_vs_single"] = round(out["receiver_sync"]["ok_per_s"] / out["receiver"]["ok_per_s"], 3)
     return out
 
 
@@ -104,3 +138,77 @@ def _confirm_counters(srv: scenarios.Server) -> dict[str, float]:
             if line.startswith(name + " "):
                 out[name.removeprefix("receiver_stream_").removesuffix("_total")] = float(line.split()[1])
     return out
+
+
+# --------------------------------------------------------------------------- the guide's tables
+
+
+def _n(x: Any, nd: int = 0) -> str:
+    if x is None:
+        return "-"
+    return f"{x:,.{nd}f}"
+
+
+def sizing_table(r: dict[str, Any]) -> str:
+    """The tables of docs/high-availability.md "Sizing", from a results.json of ``make bench``.
+
+    tests/ha/test_docs_page.py checks the page shows exactly this for docs/bench/ha/results.json.
+    """
+    from bench.report import g
+
+    meta = r.get("meta", {})
+    w1 = g(r, "ingest_w1", "receiver", "ok_per_s")
+    w2 = g(r, "ingest_w2", "receiver", "ok_per_s")
+    single = g(r, "ingest_sync", "receiver", "ok_per_s")
+    sync = g(r, "ingest_sync", "receiver_sync", "ok_per_s")
+    loads = [x for v in r.values() if isinstance(v, dict) for x in v.get("loadavg_1m", []) if x is not None]
+    db = r.get("db", {})
+    fan = r.get("fanout_5000", {})
+    rows = [
+        ("events/s per receiver (1 worker: one core; Postgres on the same 2 cores)", _n(w1),
+         "`ingest_w1`: wrk, 64 connections, one event per POST, durable 200s"),
+        ("events/s, 2 workers", _n(w2), "`ingest_w2`"),
+        ("primary, COPY, 1,000 rows per commit, rows/s", _n(db.get("copy_batch_1000")), "`db`"),
+        ("primary, our transaction (`store.append`), 1,000 events per batch, rows/s",
+         _n(db.get("store_append_batch_1000")), "`db`"),
+        ("primary, our transaction, 64 events per batch, rows/s",
+         _n(db.get("store_append_batch_64")), "`db`"),
+        ("primary, our transaction, 1 event per batch, rows/s", _n(db.get("store_append_batch_1")), "`db`"),
+        ("subscribers per process: memory per subscriber at 5,000, KiB", _n(fan.get("kib_per_subscriber"), 1),
+         "`fanout_5000`"),
+        ("subscribers per process: delivery p99 to 5,000 subscribers, ms", _n(fan.get("p99_ms"), 1),
+         "`fanout_5000`"),
+        ("replay from Postgres (`?since=0`), events/s per subscriber", _n(g(r, "replay", "events_per_s")),
+         "`replay`"),
+    ]
+    e2e, e2s = r.get("e2e_2r", {}), r.get("e2e_2r_sync", {})
+    per_event = (e2s.get("confirm_barriers") or 0) / e2s["delivered"] if e2s.get("delivered") else None
+    ha_rows = [
+        ("events/s per receiver, 1 worker (measured side by side)", _n(single), _n(sync),
+         f"{sync / single:.2f}x" if single and sync else "-"),
+        ("POST → 200 at 1,000 events/s, p50 ms", _n(g(e2e, "ack", "p50_ms"), 2),
+         _n(g(e2s, "ack", "p50_ms"), 2), "the commit waits for the standby's flush"),
+        ("POST → SDK callback across 2 receivers, p50 ms", _n(e2e.get("p50_ms"), 2),
+         _n(e2s.get("p50_ms"), 2), "NOTIFY, read, barrier"),
+        ("POST → SDK callback across 2 receivers, p99 ms", _n(e2e.get("p99_ms"), 2),
+         _n(e2s.get("p99_ms"), 2), ""),
+        ("barriers per event streamed (1,000 events/s)", "0", _n(per_event, 2),
+         "one in flight per receiver, shared by all reads"),
+    ]
+    lines = [
+        f"Measured by `make bench` on {meta.get('date', '?')} (commit {meta.get('git', '?')}, "
+        f"{meta.get('cpus', '?')} cores, {meta.get('cpu_model', '?')}, Postgres "
+        f"{g(meta, 'postgres', 'server_version') or '?'} with fsync and synchronous_commit on). "
+        "The machine was shared with other work: 1-minute load average "
+        f"{_n(min(loads, default=None), 1)} to {_n(max(loads, default=None), 1)} during the run "
+        "(recorded beside each figure in the file), so compare figures measured side by side.",
+        "",
+        "| Capacity | Measured | Scenario |",
+        "| --- | --- | --- |",
+        *(f"| {a} | {b} | {c} |" for a, b, c in rows),
+        "",
+        "| What high availability costs | No standby | Synchronous standby | |",
+        "| --- | --- | --- | --- |",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in ha_rows),
+    ]
+    return "\n".join(lines) + "\n"

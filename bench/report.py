@@ -63,13 +63,12 @@ def table(r: dict[str, Any]) -> str:
                 f"{_f(g(d, 'ceiling', 'ok_per_s'))} (no-op FastAPI)", f"{_f(d.get('ratio'), 2)}",
             ))
     d = r.get("ingest_sync")
-    if d and "receiver" in d:
-        w1 = g(r, "ingest_w1", "receiver", "ok_per_s")
+    if d and "receiver_sync" in d:
         rows.append((
-            "ingest with a synchronous standby, 1 worker", _f(g(d, "receiver", "ok_per_s")),
+            "ingest with a synchronous standby, 1 worker", _f(g(d, "receiver_sync", "ok_per_s")),
             f"{_f(g(d, 'ceiling', 'ok_per_s'))} (no-op FastAPI)",
-            f"{_f(d.get('ratio'), 2)}" + (f"; {g(d, 'receiver', 'ok_per_s') / w1:.2f}x of no standby"
-                                          if w1 else ""),
+            f"{_f(d.get('ratio'), 2)}; {_f(d.get('sync_vs_single'), 2)}x of no standby, side by side "
+            f"({_f(g(d, 'receiver', 'ok_per_s'))}/s)",
         ))
     d = r.get("ack_latency")
     if d:

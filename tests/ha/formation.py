@@ -1,5 +1,6 @@
 """A pg_auto_failover formation on localhost: a monitor and two Postgres 15 nodes, the second a
-synchronous standby of the first (``synchronous_standby_names = 'ANY 1 (…)'``).
+synchronous standby of the first (``synchronous_standby_names = 'ANY 1 (…)'``), built by
+running the blocks of docs/high-availability.md ("Set it up") as written.
 
 Installed by ``scripts/ha-deps.sh`` (Debian's postgresql-15-auto-failover and
 pg-auto-failover-cli, run by ``make test``). Every process runs as the unprivileged user the
@@ -7,24 +8,9 @@ embedded Postgres uses (``receiver.storage.devdb``), in its own session, with it
 directories under one /tmp directory: :meth:`Formation.close` kills every process group it
 started and removes that directory.
 
-The monitor's health checks and the keepers' partition timeout are shortened (the same
-settings an operator would change, documented in docs/high-availability.md) so that a
-failover completes in seconds instead of ~35 s:
-
-=================================================  ========  =====
-setting                                             default   here
-=================================================  ========  =====
-monitor ``pgautofailover.health_check_period``      5000 ms   1000
-monitor ``pgautofailover.health_check_timeout``     5000 ms   1000
-monitor ``pgautofailover.health_check_max_retries`` 2         1
-monitor ``pgautofailover.health_check_retry_delay`` 2000 ms   500
-monitor ``pgautofailover.node_considered_unhealthy_timeout`` 20000 ms  2000
-monitor ``pgautofailover.primary_demote_timeout``   30000 ms  4000
-keeper ``timeout.network_partition_timeout``        20 s      2
-=================================================  ========  =====
-
-(``primary_demote_timeout`` must stay above the keepers' partition timeout: an old primary
-cut off from the monitor demotes itself before the monitor promotes another node.)
+The monitor's health checks and the nodes' partition timeout are shortened as the page shows,
+so a failover completes in seconds instead of ~35 s. One thing the page does not do: fsync is
+off on the nodes, for speed (kill -9 of a process keeps the OS page cache).
 """
 
 from __future__ import annotations
@@ -47,20 +33,28 @@ from typing import Any
 import asyncpg
 
 from receiver.storage import devdb
+from tests.docblocks import one_block
 from tests.unavailable import unavailable
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 EXTENSION = Path("/usr/lib/postgresql/15/lib/pgautofailover.so")
-MONITOR_SETTINGS = {
-    "pgautofailover.health_check_period": 1000,
-    "pgautofailover.health_check_timeout": 1000,
-    "pgautofailover.health_check_max_retries": 1,
-    "pgautofailover.health_check_retry_delay": 500,
-    "pgautofailover.node_considered_unhealthy_timeout": 2000,
-    "pgautofailover.primary_demote_timeout": 4000,
-}
-KEEPER_SETTINGS = {"timeout.network_partition_timeout": "2"}
 DATABASE = "receiver"
+
+
+def commands(text: str) -> list[str]:
+    """The shell commands of a block: continuation lines joined, comments and blanks dropped."""
+    out: list[str] = []
+    current = ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        out.append((current + stripped).strip())
+        current = ""
+    return out
 
 
 def require_pg_auto_failover() -> str:
@@ -98,12 +92,69 @@ class Formation:
 
     @property
     def env(self) -> dict[str, str]:
+        """What the page's blocks expect: XDG directories of the user running pg_autoctl, and
+        the variables the page names."""
         home = str(self.root)
         return {
             "PATH": f"{PG_BIN}:/usr/bin:/bin", "HOME": home, "LANG": "C.UTF-8",
             "XDG_CONFIG_HOME": f"{home}/config", "XDG_DATA_HOME": f"{home}/share",
             "XDG_RUNTIME_DIR": f"{home}/run", "PG_CONFIG": str(PG_BIN / "pg_config"),
+            "MONITOR_PGDATA": str(self.monitor.pgdata), "MONITOR_PORT": str(self.monitor.port),
+            "MONITOR_URI": f"postgres://autoctl_node@127.0.0.1:{self.monitor.port}/pg_auto_failover",
         }
+
+    def node_env(self, node: Node) -> dict[str, str]:
+        return {**self.env, "NODE": node.name, "PGDATA": str(node.pgdata), "PGPORT": str(node.port)}
+
+    def shell(
+        self, command: str, env: dict[str, str] | None = None, *, checkpoint: Node | None = None,
+        timeout: float = 120,
+    ) -> str:
+        """Run one command of the page with bash, as the server user; its stdout.
+
+        ``checkpoint``: while it runs, CHECKPOINT that node every 0.5 s (a base backup starts
+        with a spread checkpoint, minutes long on an idle server, as the page says).
+        """
+        log = self.root / "commands.log"
+        with log.open("ab") as fh:
+            fh.write(f"$ {command}\n".encode())
+        with (self.root / "out.tmp").open("wb") as out, log.open("ab") as err:
+            proc = subprocess.Popen(
+                ["bash", "-c", command], env=env or self.env, cwd=self.root, stdout=out, stderr=err,
+                start_new_session=True, **self._ids(),
+            )
+            deadline = time.monotonic() + timeout
+            try:
+                while proc.poll() is None:
+                    if time.monotonic() > deadline:
+                        raise AssertionError(f"timed out: {command}\n{log.read_text()[-3000:]}")
+                    if checkpoint is not None:
+                        with contextlib.suppress(Exception):
+                            asyncio.run(_exec(self.dsn(checkpoint, "postgres"), "CHECKPOINT"))
+                    time.sleep(0.2 if checkpoint is None else 0.5)
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait(timeout=5)
+        stdout = (self.root / "out.tmp").read_text()
+        if proc.returncode != 0:
+            raise AssertionError(f"failed ({proc.returncode}): {command}\n{log.read_text()[-3000:]}")
+        return stdout
+
+    def background(self, node: Node, command: str, env: dict[str, str] | None = None) -> None:
+        """A ``pg_autoctl run`` of the page: in its own session, stopped by :meth:`close`."""
+        with node.log.open("ab") as fh:
+            node.proc = subprocess.Popen(
+                ["bash", "-c", "exec " + command], env=env or self.env, cwd=self.root, stdout=fh,
+                stderr=subprocess.STDOUT, start_new_session=True, **self._ids(),
+            )
+
+    def run_block(self, text: str, node: Node, env: dict[str, str], checkpoint: Node | None = None) -> None:
+        for command in commands(text):
+            if command.startswith("pg_autoctl run "):
+                self.background(node, command, env)
+            else:
+                self.shell(command, env, checkpoint=checkpoint if "create postgres" in command else None)
 
     def _ids(self) -> dict[str, Any]:
         if not self.user:
@@ -130,9 +181,10 @@ class Formation:
     # ------------------------------------------------------------------ queries
 
     def uri(self) -> str:
-        """What ``pg_autoctl show uri --formation default`` prints, unchanged."""
-        res = self.run("show", "uri", "--formation", "default", "--pgdata", str(self.monitor.pgdata))
-        return res.stdout.strip()
+        """What ``pg_autoctl show uri --formation default`` prints (the page's command), unchanged."""
+        shown = one_block("docs/high-availability.md", "pg_autoctl show state", "bash")
+        [command] = [c for c in commands(shown.text) if "show uri" in c]
+        return self.shell(command).strip()
 
     def state(self) -> list[dict[str, Any]]:
         res = self.run("show", "state", "--json", "--pgdata", str(self.monitor.pgdata), check=False)
@@ -289,45 +341,30 @@ def formation() -> Iterator[Formation]:
         (root / "run").mkdir()
         if user:
             os.chown(root / "run", pwd.getpwnam(user).pw_uid, pwd.getpwnam(user).pw_gid)
-        f.run(
-            "create", "monitor", "--pgdata", str(mon.pgdata), "--pgport", str(mon.port),
-            "--hostname", "127.0.0.1", "--listen", "127.0.0.1", "--auth", "trust", "--no-ssl",
-            "--pgctl", str(PG_BIN / "pg_ctl"),
-        )
-        mon.proc = f.spawn(mon, "run", "--pgdata", str(mon.pgdata))
+        monitor_block = one_block("docs/high-availability.md", "pg_autoctl create monitor", "bash").text
+        f.run_block(monitor_block, mon, f.env)
         mon_dsn = f"postgresql://postgres@127.0.0.1:{mon.port}/pg_auto_failover"
+        tuning = one_block("docs/high-availability.md", "pgautofailover.health_check_period", "sql").text
 
         async def tune() -> None:
             conn = await _until(lambda: asyncpg.connect(mon_dsn, timeout=2), "the monitor", 60)
             try:
-                for name, value in MONITOR_SETTINGS.items():
-                    await conn.execute(f"ALTER SYSTEM SET {name} = {int(value)}")
-                await conn.execute("SELECT pg_reload_conf()")
+                for statement in tuning.split(";"):
+                    if statement.strip():
+                        await conn.execute(statement)
             finally:
                 await conn.close()
 
         asyncio.run(tune())
-        monitor_uri = f"postgres://autoctl_node@127.0.0.1:{mon.port}/pg_auto_failover?sslmode=disable"
-
+        node_block = one_block("docs/high-availability.md", "pg_autoctl create postgres", "bash").text
         for i in (1, 2):
             node = Node(f"node{i}", devdb.free_port(), root / f"node{i}", root / f"node{i}.log")
             f.nodes.append(node)
-            create = [
-                "create", "postgres", "--pgdata", str(node.pgdata), "--pgport", str(node.port),
-                "--hostname", "127.0.0.1", "--listen", "127.0.0.1", "--name", node.name,
-                "--dbname", DATABASE, "--auth", "trust", "--no-ssl", "--pgctl", str(PG_BIN / "pg_ctl"),
-                "--monitor", monitor_uri,
-            ]
-            if i == 1:
-                f.run(*create)
-            else:
-                _create_standby(f, node, create)
-            for key, value in KEEPER_SETTINGS.items():
-                f.run("config", "set", "--pgdata", str(node.pgdata), key, value)
-            node.proc = f.spawn(node, "run", "--pgdata", str(node.pgdata))
+            f.run_block(node_block, node, f.node_env(node), checkpoint=f.nodes[0] if i == 2 else None)
             if i == 1:
                 _wait(f, "node1 to be writable",
                       lambda: f.node_state(f.nodes[0])[0] in ("single", "wait_primary"))
+                # Speed only (not on the page): kill -9 keeps the OS page cache.
                 asyncio.run(_until(
                     lambda: _exec(f.dsn(f.nodes[0], "postgres"),
                                   "ALTER SYSTEM SET fsync = off", "SELECT pg_reload_conf()"),
@@ -348,32 +385,6 @@ def formation() -> Iterator[Formation]:
         yield f
     finally:
         f.close()
-
-
-def _create_standby(f: Formation, node: Node, create: list[str]) -> None:
-    """``pg_autoctl create postgres`` for the second node: a base backup of the first.
-
-    pg_basebackup (run by pg_autoctl) starts with a *spread* checkpoint, up to 4.5 min with
-    the default checkpoint_timeout; an explicit CHECKPOINT on the primary finishes it now.
-    """
-    with node.log.open("ab") as fh:
-        proc = subprocess.Popen(
-            [f.autoctl, *create], env=f.env, cwd=f.root, stdout=fh, stderr=subprocess.STDOUT,
-            start_new_session=True, **f._ids(),
-        )
-    node.proc = proc
-    deadline = time.monotonic() + 120
-    try:
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"standby creation timed out:\n{node.log.read_text()[-3000:]}")
-            with contextlib.suppress(Exception):
-                asyncio.run(_exec(f.dsn(f.nodes[0], "postgres"), "CHECKPOINT"))
-            time.sleep(0.5)
-    finally:
-        node.proc = None
-    if proc.returncode != 0:
-        raise AssertionError(f"standby creation failed:\n{node.log.read_text()[-3000:]}")
 
 
 async def _exec(dsn: str, *statements: str) -> bool:

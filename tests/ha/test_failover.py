@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -21,10 +22,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from tests.conftest import register_product
+from tests.docblocks import one_block
 from tests.faults.kit import ResumingSubscriber, await_for, cancel, new_product_id, show
 from tests.ha.formation import Formation, formation
 from tests.ha.load import PostHogLoad, StockSubscriber, figures
@@ -47,9 +50,17 @@ async def _true(value: object) -> bool:
     return bool(value)
 
 
-def _db_status(uri: str) -> subprocess.CompletedProcess[str]:
+async def _sql(dsn: str, sql: str) -> None:
+    conn = await asyncpg.connect(dsn, timeout=10)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def _db_status(uri: str, user: str = "postgres") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
-    env.update(RECEIVER_DATABASE_URL=uri, PGUSER="postgres")
+    env.update(RECEIVER_DATABASE_URL=uri, PGUSER=user)
     return subprocess.run(
         [RECEIVER, "db", "status", "--json"], env=env, cwd=ROOT, capture_output=True, text=True,
         timeout=60, check=False,
@@ -63,6 +74,18 @@ def test_db_status_readyz_and_metrics_show_the_formation(
 ) -> None:
     uri = paf.uri()
     assert "target_session_attrs=read-write" in uri and uri.count(",") == 1
+    shown = paf.shell(one_block("docs/high-availability.md", "pg_autoctl show state", "bash").text)
+    assert re.search(r"\|\s+primary\s+\|\s+primary$", shown, re.M), shown
+    assert re.search(r"\|\s+secondary\s+\|\s+secondary$", shown, re.M) and uri in shown
+    # The page's receiver block, as an operator runs it (as root here: the venv is root's).
+    receiver_block = one_block("docs/high-availability.md", "receiver db status", "bash").text
+    page_run = subprocess.run(
+        ["bash", "-ec", receiver_block], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**paf.env, "PATH": f"{Path(sys.executable).parent}:{paf.env['PATH']}"}, check=False,
+    )
+    assert page_run.returncode == 0, page_run.stderr
+    assert "commit_waits_for           the primary and a synchronous standby" in page_run.stdout
+    assert "sync_state=quorum" in page_run.stdout and "role=standby" in page_run.stdout
     res = _db_status(uri)
     assert res.returncode == 0, res.stderr
     status = json.loads(res.stdout)
@@ -74,6 +97,18 @@ def test_db_status_readyz_and_metrics_show_the_formation(
     assert standby["state"] == "streaming" and standby["sync_state"] == "quorum"
     assert isinstance(standby["replay_lag_bytes"], int)
     assert sorted(h["role"] for h in status["hosts"]) == ["primary", "standby"]
+
+    # An ordinary role does not see the standbys' positions until it is granted pg_monitor.
+    primary_dsn = paf.dsn(primary)
+    asyncio.run(_sql(primary_dsn, "CREATE ROLE receiver_app LOGIN"))
+    hidden = json.loads(_db_status(uri, "receiver_app").stdout)
+    grant = one_block("docs/high-availability.md", "GRANT pg_monitor TO receiver_app", "sql").text
+    asyncio.run(_sql(primary_dsn, grant))
+    granted = json.loads(_db_status(uri, "receiver_app").stdout)
+    assert [s["visible"] for s in hidden["standbys"]] == [False]
+    assert "GRANT pg_monitor" in hidden["commit_waits_for"]
+    assert [s["visible"] for s in granted["standbys"]] == [True]
+    assert granted["commit_waits_for"] == "the primary and a synchronous standby"
 
     rp = spawn_receiver(RECEIVER_DATABASE_URL=uri, PGUSER="postgres")
     ready = httpx.get(f"{rp.base_url}/readyz", timeout=10).json()

@@ -31,6 +31,7 @@ import pytest
 
 from receiver.storage import devdb
 from tests.conftest import register_product
+from tests.docblocks import one_block
 from tests.faults.kit import ResumingSubscriber, asql, await_for, cancel, new_product_id, show
 from tests.ha.load import PostHogLoad, StockSubscriber, figures
 from tests.unavailable import unavailable
@@ -57,22 +58,24 @@ class Haproxy:
 
 
 @contextlib.contextmanager
-def haproxy(config: Path, receivers: list[str], log: Path) -> Iterator[Haproxy]:
-    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    if not Path(binary).exists():
+def haproxy(receivers: list[str], log: Path) -> Iterator[Haproxy]:
+    """haproxy as docs/high-availability.md runs it, on deploy/haproxy.cfg (which the page shows
+    verbatim: tests/ha/test_docs_page.py)."""
+    if shutil.which("haproxy") is None and not Path("/usr/sbin/haproxy").exists():
         unavailable("haproxy is not installed (scripts/ha-deps.sh installs it)")
+    command = one_block("docs/high-availability.md", "haproxy -W -db -f deploy/haproxy.cfg", "bash").text
     port = devdb.free_port()
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PATH": f"{os.environ.get('PATH', '/usr/bin:/bin')}:/usr/sbin",
         "RECEIVER_LB_BIND": f"127.0.0.1:{port}",
         **{f"RECEIVER_{n}": addr for n, addr in enumerate(receivers, start=1)},
     }
-    check = subprocess.run([binary, "-c", "-f", str(config)], env=env, capture_output=True, text=True)
+    check = subprocess.run(["haproxy", "-c", "-f", str(CONFIG)], env=env, capture_output=True, text=True)
     assert check.returncode == 0, check.stderr + check.stdout
     with log.open("wb") as fh:
         proc = subprocess.Popen(
-            [binary, "-W", "-db", "-f", str(config)], env=env, stdout=fh, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            ["bash", "-c", "exec " + command.strip()], env=env, stdout=fh, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=ROOT,
         )
     h = Haproxy(proc, port, log)
     try:
@@ -108,7 +111,7 @@ async def test_three_receivers_behind_haproxy_and_the_loss_of_one(
     rps = [spawn_receiver(RECEIVER_HEARTBEAT_SECONDS="1") for _ in range(3)]
     product = register_product(rps[0].base_url, new_product_id("lb"))
     run = product.product_id
-    with haproxy(CONFIG, [f"127.0.0.1:{rp.port}" for rp in rps], tmp_path / "haproxy.log") as lb:
+    with haproxy([f"127.0.0.1:{rp.port}" for rp in rps], tmp_path / "haproxy.log") as lb:
         stream_url = f"{lb.base_url}/stream/{run}"
         stock = {f"stock-{k}": StockSubscriber(stream_url, product.stream_key) for k in range(6)}
         resuming = {
