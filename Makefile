@@ -14,7 +14,7 @@ LINT_PATHS := receiver bridge tests migrations posthog scripts bench
 PIP_QUIET := $(PY) -m pip install --quiet --quiet --disable-pip-version-check
 
 .PHONY: run test test-fast test-faults demo bench bench-smoke lint venv clean rasa-venv browser-deps \
-	sdk013-venv security-deps mcp-node-deps docs docs-build
+	sdk013-venv security-deps mcp-node-deps ha-deps docs docs-build
 
 $(RUN_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -46,7 +46,7 @@ docs-build: $(STAMP)
 
 ## The whole suite against a throwaway Postgres; then fails if the tests changed the work tree
 ## (tests write only to git-ignored places such as build/).
-test: $(STAMP) browser-deps rasa-venv sdk013-venv security-deps mcp-node-deps
+test: $(STAMP) browser-deps rasa-venv sdk013-venv security-deps mcp-node-deps ha-deps
 	$(PY) -m ruff check $(LINT_PATHS)
 	@before="$$(git status --porcelain 2>/dev/null)"; \
 	$(PY) -m pytest -q -ra; rc=$$?; \
@@ -83,6 +83,9 @@ rasa-venv:
 ## The official MCP TypeScript SDK for the Node client test (tests/mcp_node, npm ci).
 mcp-node-deps:
 	@bash scripts/mcp-node-deps.sh
+## pg_auto_failover (Postgres 15) and haproxy from Debian, for tests/ha and docs/high-availability.md.
+ha-deps:
+	@bash scripts/ha-deps.sh
 
 ## The stock autoplay-sdk 0.13.0 in a venv of its own (tests drive it in a subprocess).
 sdk013-venv:

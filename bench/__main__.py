@@ -4,6 +4,7 @@
     python -m bench --quick         # short durations, small sizes (the smoke test)
     python -m bench --only ingest_w1,db
     python -m bench --profile       # also py-spy the receiver during the 1-worker ingest run
+    python -m bench --only ingest_w1,ingest_sync,e2e_2r,e2e_2r_sync   # what HA costs
 """
 
 from __future__ import annotations
@@ -22,13 +23,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import report, scenarios
+from bench import ha, report, scenarios
 from bench.common import ROOT, Procs, dump_json
 
 SCENARIOS = [
     "ingest_w1", "ingest_w2", "ack_latency", "e2e_1", "e2e_100", "fanout_1000", "fanout_5000",
     "replay", "db", "adversarial", "live_activity", "ingest_index_ab",
-    "push_throughput", "push_latency", "ingest_push",
+    "push_throughput", "push_latency", "ingest_push", "ingest_sync", "e2e_2r", "e2e_2r_sync",
 ]
 
 
@@ -65,6 +66,10 @@ def run_one(name: str, ctx: scenarios.Ctx) -> dict[str, Any]:
         return scenarios.push_latency(ctx)
     if name == "ingest_push":
         return scenarios.ingest_push(ctx)
+    if name == "ingest_sync":
+        return ha.ingest_sync(ctx)
+    if name in ("e2e_2r", "e2e_2r_sync"):
+        return ha.e2e_two_receivers(ctx, sync=name == "e2e_2r_sync")
     raise ValueError(name)
 
 

@@ -74,6 +74,14 @@ def table(r: dict[str, Any]) -> str:
                 f"ingest, durable 200/s, {w} worker(s)", _f(g(d, "receiver", "ok_per_s")),
                 f"{_f(g(d, 'ceiling', 'ok_per_s'))} (no-op FastAPI)", f"{_f(d.get('ratio'), 2)}",
             ))
+    d = r.get("ingest_sync")
+    if d and "receiver_sync" in d:
+        rows.append((
+            "ingest with a synchronous standby, 1 worker", _f(g(d, "receiver_sync", "ok_per_s")),
+            f"{_f(g(d, 'ceiling', 'ok_per_s'))} (no-op FastAPI)",
+            f"{_f(d.get('ratio'), 2)}; {_f(d.get('sync_vs_single'), 2)}x of no standby, side by side "
+            f"({_f(g(d, 'receiver', 'ok_per_s'))}/s)",
+        ))
     d = r.get("ack_latency")
     if d:
         rows.append(("ack latency @1,000/s p50/p99/p99.9 ms",
@@ -85,6 +93,13 @@ def table(r: dict[str, Any]) -> str:
             rows.append((f"e2e POST→SDK callback, {d['subscribers']} sub(s) p50/p99 ms",
                          f"{_f(d['p50_ms'], 2)} / {_f(d['p99_ms'], 2)}", "-",
                          f"{d['delivered']:,}/{d['expected']:,} delivered"))
+    for k, label in (("e2e_2r", "no standby"), ("e2e_2r_sync", "synchronous standby")):
+        d = r.get(k)
+        if d and "p50_ms" in d:
+            rows.append((f"e2e across 2 receivers, {label}, p50/p99 ms",
+                         f"{_f(d['p50_ms'], 2)} / {_f(d['p99_ms'], 2)}", "-",
+                         f"{d['delivered']:,}/{d['expected']:,} delivered; "
+                         f"barriers {_f(d.get('confirm_barriers'), 0)}"))
     for k in ("fanout_1000", "fanout_5000"):
         d = r.get(k)
         if d:

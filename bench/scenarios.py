@@ -782,9 +782,9 @@ async def _seed_activity(url: str, product_id: str, events: int, users: int) -> 
 
 
 def _live_sql() -> str:
-    from receiver.storage.reads import LIVE_ACTIVITY_SQL
+    from receiver.storage.reads import LIVE_ACTIVITY_SEEN_SQL
 
-    return LIVE_ACTIVITY_SQL
+    return LIVE_ACTIVITY_SEEN_SQL
 
 
 def _plan_summary(node: dict[str, Any]) -> list[str]:

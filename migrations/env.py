@@ -6,11 +6,13 @@ import asyncio
 import os
 import re
 
+import asyncpg
 from alembic import context
-from sqlalchemy import pool
+from sqlalchemy import pool, text
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import async_engine_from_config
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from receiver.storage.dsn import for_asyncpg
 from receiver.storage.store import metadata
 
 config = context.config
@@ -27,20 +29,22 @@ def include_name(name: str | None, type_: str, parent_names: object) -> bool:
     return True
 
 
+# Held for the whole upgrade: receivers started together (behind a load balancer) migrate one
+# at a time, and the later ones find the schema at head.
+MIGRATION_LOCK = 0x72637631  # "rcv1"
+
+
 def _url() -> str:
     url = config.get_main_option("sqlalchemy.url") or os.environ.get("RECEIVER_DATABASE_URL", "")
     if not url:
         raise RuntimeError("no database URL: set RECEIVER_DATABASE_URL")
-    for prefix in ("postgres://", "postgresql://"):
-        if url.startswith(prefix):
-            url = "postgresql+asyncpg://" + url[len(prefix) :]
     return url
 
 
 def run_migrations_offline() -> None:
     context.configure(
-        url=_url(), target_metadata=target_metadata, literal_binds=True, include_name=include_name,
-        dialect_opts={"paramstyle": "named"},
+        dialect_name="postgresql", target_metadata=target_metadata, literal_binds=True,
+        include_name=include_name, dialect_opts={"paramstyle": "named"},
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -51,13 +55,17 @@ def do_run_migrations(connection: Connection) -> None:
         connection=connection, target_metadata=target_metadata, include_name=include_name
     )
     with context.begin_transaction():
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
         context.run_migrations()
 
 
 async def run_async_migrations() -> None:
-    section = config.get_section(config.config_ini_section, {})
-    section["sqlalchemy.url"] = _url()
-    engine = async_engine_from_config(section, prefix="sqlalchemy.", poolclass=pool.NullPool)
+    # SQLAlchemy's URL parser cannot read a host list (pg_autoctl's multi-host URI): asyncpg
+    # makes the connection from the URI as given, SQLAlchemy only drives it.
+    dsn = for_asyncpg(_url())
+    engine = create_async_engine(
+        "postgresql+asyncpg://", async_creator=lambda: asyncpg.connect(dsn), poolclass=pool.NullPool
+    )
     async with engine.connect() as connection:
         await connection.run_sync(do_run_migrations)
     await engine.dispose()

@@ -143,10 +143,32 @@ class Health(BaseModel):
     status: str
 
 
+class Standby(BaseModel):
+    name: str | None = None
+    state: str | None = None
+    sync_state: str | None = None
+    flush_lag_bytes: int | None = None
+    replay_lag_bytes: int | None = None
+    replay_lag_seconds: float | None = None
+    visible: bool = True
+
+
+class DatabaseTopology(BaseModel):
+    server: str
+    role: str
+    synchronous_standby_names: str
+    synchronous_commit: str
+    sync_required: bool
+    sync_standbys: int
+    commit_waits_for: str
+    standbys: list[Standby] = []
+
+
 class Readiness(BaseModel):
     status: str
     migration: str | None = None
     detail: str | None = None
+    database: DatabaseTopology | None = None
 
 
 def error(description: str) -> dict[str, Any]:

@@ -13,7 +13,7 @@
     receiver push rotate <id> [--grace-seconds S]
 
     receiver sql [psql options...]
-    receiver db maintain | grant-readonly <role> [--login] [--password [PW]]
+    receiver db status | maintain | grant-readonly <role> [--login] [--password [PW]]
     receiver db retention <product> [--days N|default] [--payload-days N|default]
     receiver erase --distinct-id <id> [--product <p>]
 Without ``RECEIVER_DATABASE_URL`` every command uses the embedded Postgres under
@@ -505,9 +505,46 @@ async def _set_retention(conn: asyncpg.Connection, args: argparse.Namespace, set
     }
 
 
+async def _db_status(url: str, timeout: float) -> dict[str, Any]:  # noqa: ASYNC109
+    from receiver.storage import dsn, topology
+
+    out: dict[str, Any] = {"uri": dsn.redacted(url)}
+    try:
+        conn = await asyncpg.connect(store.asyncpg_dsn(url), timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - reported, with every host's own state below
+        out.update(connected_to="(no primary reachable)", error=f"{type(exc).__name__}: {exc}"[:300])
+    else:
+        try:
+            t = await topology.describe(conn, timeout=timeout)
+        finally:
+            await conn.close()
+        out.update(
+            connected_to=f"{t['server']} ({t['role']})", commit_waits_for=t["commit_waits_for"],
+            synchronous_standby_names=t["synchronous_standby_names"] or "''",
+            synchronous_commit=t["synchronous_commit"], lsn=t["lsn"],
+            sync_standbys=t["sync_standbys"], standbys=t["standbys"],
+        )
+    out["hosts"] = await topology.probe_hosts(store.asyncpg_dsn(url), timeout=timeout)
+    return out
+
+
+def db_status_command(args: argparse.Namespace, settings: Settings) -> int:
+    """Primary, standbys, sync state and lag, as this receiver's URI reaches them (read-only)."""
+    with database(settings) as settings:
+        out = _run(_db_status(settings.database_url_str(), min(settings.db_timeout_seconds, 5.0)))
+    if not args.json:
+        for s in out.get("standbys", []):
+            for key in ("client_addr", "flush_lsn", "replay_lsn"):
+                s.pop(key, None)
+    _print(out, args.json)
+    return 0 if "error" not in out else 1
+
+
 def db_command(args: argparse.Namespace, settings: Settings) -> int:
     from receiver.storage import retention, sql
 
+    if args.db_action == "status":
+        return db_status_command(args, settings)
     with database(settings) as settings:
         migrate.upgrade(settings.database_url_str())
         if args.db_action == "maintain":
@@ -716,6 +753,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Database maintenance, retention and read-only access for analysts.",
     )
     dsub = p_db.add_subparsers(dest="db_action", required=True, metavar="ACTION")
+    p_status = dsub.add_parser(
+        "status",
+        help="show the primary, the standbys, their sync state and replication lag",
+        description="Read-only. Connects through RECEIVER_DATABASE_URL as the receiver does "
+        "(a pg_auto_failover multi-host URI included), shows what a commit waits for and every "
+        "standby streaming from the primary, then probes each host of the URI on its own. "
+        "Exit status 1 when no primary is reachable.",
+    )
     p_maint = dsub.add_parser(
         "maintain", help="create partitions ahead, apply retention, prune dedup keys (idempotent)",
         description="Run the maintenance the receiver runs every RECEIVER_MAINTENANCE_SECONDS: "
@@ -790,7 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_erase.add_argument("--distinct-id", required=True, help="the person's PostHog distinct_id")
     p_erase.add_argument("--product", help="only this product (default: all products)")
-    for p in (p_maint, p_grant, p_ret, p_erase):
+    for p in (p_status, p_maint, p_grant, p_ret, p_erase):
         p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 

@@ -30,6 +30,7 @@ from receiver.ops.metrics import MULTIPROCESS, Metrics
 from receiver.settings import Settings
 from receiver.storage import products, retention, store
 from receiver.storage.products import Directory, ProductAuth
+from receiver.storage.replication import Confirmer
 from receiver.storage.store import Pending
 from receiver.storage.writer import Writer
 
@@ -106,7 +107,10 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
             url, max_size=settings.db_pool_size, timeout=settings.db_timeout_seconds
         )
     metrics = Metrics()
-    hub = Hub(pool, ring_size=settings.stream_ring_size, poll_seconds=settings.poll_seconds)
+    hub = Hub(
+        pool, ring_size=settings.stream_ring_size, poll_seconds=settings.poll_seconds,
+        confirmer=Confirmer(pool, settings.db_timeout_seconds), timeout=settings.db_timeout_seconds,
+    )
     directory = Directory(pool)
     try:
         await check_hash_key(pool, settings)
@@ -125,7 +129,7 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
 
     writer = Writer(
         pool, max_batch=settings.batch_max_events, on_commit=hub.published,
-        observe=observe_commit,
+        observe=observe_commit, timeout=settings.db_timeout_seconds,
     )
     limits = Limits(
         auth_fail_limit=settings.auth_fail_limit,

@@ -4,8 +4,6 @@
 * Screenshots the browser tests took (``build/screenshots/*.png``, git-ignored) are added as
   ``screenshots/<name>.png``. A page that shows one that has not been taken yet gets a note
   saying how to take it, so a fresh clone still builds with ``--strict`` and shows no broken image.
-* Links to the pages other work in progress is writing (``UPCOMING``) render as plain text
-  until the page exists, and as links from then on: pages can link them today.
 * ``<!-- include: path -->`` includes a file of the repository (headings one level down), so a
   guide kept next to its code (``posthog/SETUP.md``) is also a page of the site; the files it
   links to are published next to the page.
@@ -31,10 +29,6 @@ PUBLISHED = {
     "destination.hog": "posthog/destination.hog",
     "tutorial.hog": "posthog/tutorial.hog",
 }
-# Pages assigned to features being built in parallel. When one lands, its link goes live by
-# itself; add the page to `nav` in mkdocs.yml (the commented-out lines mark where).
-UPCOMING = {"connect-amplitude.md", "connect-agent.md", "push.md", "high-availability.md", "security.md"}
-UPCOMING_LINK = re.compile(r"\[(?P<text>[^\]]+)\]\((?P<page>[\w-]+\.md)(?:#[\w-]*)?\)")
 INCLUDE = re.compile(r"^<!-- include: (?P<path>[\w./-]+) -->$", re.M)
 SCREENSHOT = re.compile(r"!\[(?P<alt>[^\]]*)\]\((?P<dots>(?:\.\./)*)screenshots/(?P<name>[\w.-]+\.png)\)")
 FENCE = re.compile(r"^(```|~~~)")
@@ -86,10 +80,4 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Files) -> str
             f"    `build/screenshots/{m.group('name')}`); build the site again to see it here.\n"
         )
 
-    def upcoming(m: re.Match[str]) -> str:
-        page_file = m.group("page")
-        if page_file in UPCOMING and files.get_file_from_path(page_file) is None:
-            return f"{m.group('text')} (page coming soon)"
-        return m.group(0)
-
-    return UPCOMING_LINK.sub(upcoming, SCREENSHOT.sub(screenshot, markdown))
+    return SCREENSHOT.sub(screenshot, markdown)

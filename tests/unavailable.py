@@ -18,6 +18,6 @@ def in_ci() -> bool:
 
 def unavailable(reason: str) -> NoReturn:
     if in_ci():
-        pytest.fail(f"{reason} (CI installs this: see scripts/browser-deps.sh, scripts/rasa-venv.sh)",
-                    pytrace=False)
+        pytest.fail(f"{reason} (CI installs this: see scripts/browser-deps.sh, scripts/rasa-venv.sh, "
+                    "scripts/ha-deps.sh)", pytrace=False)
     pytest.skip(reason)

@@ -10,14 +10,20 @@ Heads advance in two ways: the local writer hands over the rows it just committe
 trip), and a single LISTEN connection per process hears ``receiver_events`` notifications
 from every process writing to the same database (ids only, one per commit). If that
 connection drops, feeds re-read their heads when it comes back, and a slow poll covers
-the gap.
+the gap. The LISTEN connection is a :class:`receiver.storage.primary.PrimaryLink`: after a
+failover it reconnects to the new primary.
+
+A feed's head only ever advances to positions a synchronous standby has confirmed (see
+receiver.storage.replication): the local writer's rows come from commits that waited for the
+standby, and everything read from the database (a new feed's head, rows announced by other
+processes) is confirmed before it is offered. Since subscribers never read past their feed's
+head, no stream serves an event that a failover could take back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -26,8 +32,11 @@ import asyncpg
 import orjson
 
 from receiver.delivery.wire import StreamRow, encode_data
+from receiver.errors import UnavailableError
 from receiver.ingest.normalize import is_streamed
 from receiver.storage import store
+from receiver.storage.primary import PrimaryLink
+from receiver.storage.replication import Confirmer
 
 log = logging.getLogger("receiver.hub")
 
@@ -89,12 +98,22 @@ class Feed:
 
 
 class Hub:
-    def __init__(self, pool: asyncpg.Pool, *, ring_size: int, poll_seconds: float) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        ring_size: int,
+        poll_seconds: float,
+        confirmer: Confirmer | None = None,
+        timeout: float = 5.0,
+    ) -> None:
         self.pool = pool
         self.ring_size = ring_size
         self.poll_seconds = poll_seconds
+        self.timeout = timeout
+        self.confirmer = confirmer or Confirmer(pool, timeout)
         self.feeds: dict[str, Feed] = {}
-        self._listener: asyncpg.Connection | None = None
+        self.link: PrimaryLink | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = asyncio.Event()
         self.on_products_changed: Callable[[str | None], None] = lambda _pid: None
@@ -105,8 +124,11 @@ class Hub:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, dsn: str) -> None:
-        self._dsn = dsn
-        self._tasks.append(asyncio.create_task(self._listen_forever(), name="hub-listen"))
+        self.link = PrimaryLink(
+            dsn, name="LISTEN", on_connect=self._on_listen, on_lost=self.listening.clear,
+            check_seconds=self.poll_seconds, timeout=self.timeout,
+        )
+        self._tasks.append(asyncio.create_task(self.link.run(), name="hub-listen"))
         self._tasks.append(asyncio.create_task(self._poll_forever(), name="hub-poll"))
 
     async def close(self) -> None:
@@ -116,38 +138,17 @@ class Hub:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._listener.close(), 2)
+        if self.link is not None:
+            await self.link.close()
 
-    async def _listen_forever(self) -> None:
-        backoff = 0.1
-        while not self._closed.is_set():
-            try:
-                conn = await asyncpg.connect(self._dsn, timeout=5)
-                self._listener = conn
-                await conn.add_listener(store.NOTIFY_EVENTS, self._on_events)
-                await conn.add_listener(store.NOTIFY_PRODUCTS, self._on_products)
-                backoff = 0.1
-                self.listening.set()
-                # Anything committed while we were not listening was never announced.
-                self.on_products_changed(None)
-                await self._refresh_all()
-                lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-                conn.add_termination_listener(functools.partial(_resolve, lost))
-                await lost
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any failure means: reconnect later
-                log.warning("LISTEN connection lost: %s", type(exc).__name__)
-            finally:
-                self.listening.clear()
-                if self._listener is not None:
-                    with contextlib.suppress(Exception):
-                        self._listener.terminate()
-                    self._listener = None
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 2.0)
+    async def _on_listen(self, conn: asyncpg.Connection) -> None:
+        await conn.add_listener(store.NOTIFY_EVENTS, self._on_events)
+        await conn.add_listener(store.NOTIFY_PRODUCTS, self._on_products)
+        self.listening.set()
+        # Anything committed while we were not listening was never announced.
+        self.on_products_changed(None)
+        with contextlib.suppress(Exception):  # the poll retries
+            await self._refresh_all()
 
     async def _poll_forever(self) -> None:
         while not self._closed.is_set():
@@ -203,7 +204,11 @@ class Hub:
             try:
                 with store.unavailable("reading the stream head"):
                     async with self.pool.acquire() as conn:
-                        current = await store.head(conn, product_id)
+                        current, seen = await store.head_seen(conn, product_id)
+                if seen is not None:
+                    # A subscriber's cursor starts here: it must be a position no failover
+                    # can take back (else it would skip the event that gets it next).
+                    await self.confirmer.confirm(seen)
             except BaseException:
                 self.unsubscribe(feed)
                 raise
@@ -211,6 +216,23 @@ class Hub:
                 feed.head = current or 0
                 feed.known = True
         return feed
+
+    async def confirmed_head(self, product_id: str) -> int | None:
+        """The newest position of ``product_id`` that a synchronous standby has confirmed.
+
+        For any read that serves events outside the stream (live activity, replay, pull):
+        clip it with ``position <= confirmed_head`` and it serves nothing a failover could
+        take back. None for an unknown product. Raises UnavailableError like any read.
+        """
+        feed = self.feeds.get(product_id)
+        if feed is not None and feed.known:
+            return feed.head
+        with store.unavailable("reading the stream head"):
+            async with self.pool.acquire() as conn:
+                current, seen = await store.head_seen(conn, product_id)
+        if seen is not None:
+            await self.confirmer.confirm(seen)
+        return current
 
     def unsubscribe(self, feed: Feed) -> None:
         feed.subscribers -= 1
@@ -234,23 +256,39 @@ class Hub:
         feed._fetching = True
         asyncio.get_running_loop().create_task(self._fetch(feed))
 
+    def _retry_fetch(self, product_id: str, target: int) -> None:
+        feed = self.feeds.get(product_id)
+        if feed is not None and not self._closed.is_set() and feed.ring_last < target:
+            self._schedule_fetch(feed, target)
+
     async def _fetch(self, feed: Feed) -> None:
         """Fill the ring up to the announced head, in order, from the database."""
         try:
             while feed.known and feed.ring_last < feed._fetch_target:
                 after = feed.ring_last
-                async with self.pool.acquire() as conn:
-                    rows = await store.read_range(conn, feed.product_id, after, feed._fetch_target)
+                with store.unavailable("reading announced events"):
+                    async with self.pool.acquire() as conn:
+                        rows, seen = await store.read_range_seen(
+                            conn, feed.product_id, after, feed._fetch_target
+                        )
+                if seen is not None:
+                    # Announced by another process; its commit may have stopped waiting for
+                    # the standby (cancelled, or its primary died). Serve it once confirmed.
+                    await self.confirmer.confirm(seen)
                 # The local writer may have appended some of these meanwhile.
                 rows = [r for r in rows if r.position > feed.ring_last]
                 if not rows or not feed.offer(rows):
                     return
+        except UnavailableError as exc:
+            log.warning("feed fetch for %s not served: %s", feed.product_id, exc.detail)
+            if not self._closed.is_set():
+                # Typically a failover or the standby's loss: try again soon rather than at
+                # the next poll (the retry is bounded by the database timeout as well).
+                asyncio.get_running_loop().call_later(
+                    1.0, self._retry_fetch, feed.product_id, feed._fetch_target
+                )
         except Exception as exc:  # noqa: BLE001 - the poll retries; subscribers fall back to the DB
             log.warning("feed fetch failed for %s: %s", feed.product_id, type(exc).__name__)
         finally:
             feed._fetching = False
 
-
-def _resolve(future: asyncio.Future[None], *_args: object) -> None:
-    if not future.done():
-        future.set_result(None)

@@ -38,6 +38,7 @@ from receiver.responses import json_response
 from receiver.runtime import Runtime
 from receiver.storage import reads, store
 from receiver.storage.products import ProductAuth
+from receiver.storage.replication import Seen
 
 router = APIRouter(tags=["pull"])
 
@@ -114,6 +115,13 @@ def bounded_int(value: object, name: str, *, default: int, low: int, high: int) 
 # --------------------------------------------------------------------------- reads
 
 
+async def confirmed(rt: Runtime, seen: Seen | None) -> None:
+    """Return once a synchronous standby has what a read saw (at once without one), else 503:
+    what an agent is told must survive a failover, as what a stream sends does."""
+    if seen is not None:
+        await rt.hub.confirmer.confirm(seen)
+
+
 async def read_live(
     rt: Runtime, product: ProductAuth, user_id: object, limit: object = None, since: object = None
 ) -> dict[str, Any]:
@@ -129,7 +137,8 @@ async def read_live(
     since_at = datetime.now(UTC) - timedelta(seconds=seconds)
     with store.unavailable("reading live activity"):
         async with rt.read_pool.acquire() as conn:
-            rows = await reads.live_activity(conn, product.product_id, ids, since_at, n)
+            rows, seen = await reads.live_activity(conn, product.product_id, ids, since_at, n)
+    await confirmed(rt, seen)
     rows = privacy.rows_as_read(product.policy, rows, key)
     return activity.live_body(product.product_id, uid, rows, limit=n, since_seconds=seconds)
 
@@ -145,7 +154,8 @@ async def read_sessions(
     since_at = datetime.now(UTC) - timedelta(days=d)
     with store.unavailable("reading sessions"):
         async with rt.read_pool.acquire() as conn:
-            rows = await reads.recent_rows(conn, product.product_id, ids, since_at)
+            rows, seen = await reads.recent_rows(conn, product.product_id, ids, since_at)
+    await confirmed(rt, seen)
     rows = privacy.rows_as_read(product.policy, rows, key)
     return {
         "product_id": product.product_id,
@@ -183,12 +193,13 @@ async def find_users(
     since_at = datetime.now(UTC) - timedelta(hours=h)
     with store.unavailable("searching users"):
         async with rt.read_pool.acquire() as conn:
-            matches = await reads.find_users(
+            matches, seen = await reads.find_users(
                 conn, product.product_id, since=since_at, action=action,  # type: ignore[arg-type]
                 text_like=reads.like(text.strip()) if isinstance(text, str) else None,
                 page_like=reads.like(page.strip()) if isinstance(page, str) else None,
                 limit=n,
             )
+    await confirmed(rt, seen)
     policy, key = product.policy, rt.settings.hash_key_bytes()
     users = [
         {

@@ -178,7 +178,11 @@ class SSEResponse(Response):
     async def _from_database(self, page: int) -> list[Frame]:
         with store.unavailable("replaying the stream"):
             async with self.rt.pool.acquire() as conn:
-                rows = await store.read_after(conn, self.feed.product_id, self.cursor, page)
+                # Never past the feed's head: only it is known to be confirmed by a
+                # synchronous standby (receiver.storage.replication).
+                rows = await store.read_after(
+                    conn, self.feed.product_id, self.cursor, page, upto=self.feed.head
+                )
         self.rt.metrics.replayed(self.feed.product_id, len(rows))
         return [
             (r.position, encode_data(r) if is_streamed(r.action_type) else None) for r in rows

@@ -14,6 +14,10 @@ Where each is observed:
   route's tag (ingest, capture, stream, products, admin);
 * ``receiver_push_*``: the push deliverers (``receiver.delivery.push``); the lag of an endpoint
   is reported by the process delivering it only.
+* ``receiver_db_primary``, ``receiver_db_sync_*``, ``receiver_db_standby_lag_bytes``: the
+  replication topology (receiver.storage.topology), at scrape time and on every ``/readyz``;
+* ``receiver_stream_confirm_*``: reads the synchronous standby had to confirm before they were
+  streamed (receiver.storage.replication), at scrape time.
 
 With ``--workers`` > 1 every worker is a separate process and a scrape reaches one of them, so
 ``receiver serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before the workers
@@ -110,6 +114,31 @@ class Metrics:
             "receiver_push_delivery_seconds", "From an event's receipt to the 2xx of its push.",
             buckets=(*LATENCY_BUCKETS, 10.0, 30.0, 60.0, 300.0), registry=r,
         )
+        self.db_primary = Gauge(
+            "receiver_db_primary", "1 when the database the receiver reaches is a primary, 0 when "
+            "it is a standby or unreachable.", registry=r, multiprocess_mode="livemax",
+        )
+        self.db_sync_required = Gauge(
+            "receiver_db_sync_required", "1 when commits wait for a synchronous standby "
+            "(synchronous_standby_names is set).", registry=r, multiprocess_mode="livemax",
+        )
+        self.db_sync_standbys = Gauge(
+            "receiver_db_sync_standbys", "Streaming standbys a commit can wait for (sync or "
+            "quorum).", registry=r, multiprocess_mode="livemax",
+        )
+        self.db_standby_lag = Gauge(
+            "receiver_db_standby_lag_bytes", "WAL bytes a standby has not flushed or replayed "
+            "yet.", ["standby", "kind"], registry=r, multiprocess_mode="livemax",
+        )
+        self.confirm_barriers = Counter(
+            "receiver_stream_confirm_barriers", "Barrier commits run to learn that the "
+            "synchronous standby has what a read saw.", registry=r,
+        )
+        self.confirm_refused = Counter(
+            "receiver_stream_confirm_refused", "Reads not streamed because the synchronous standby "
+            "did not confirm them in time (retried later).", registry=r,
+        )
+        self._confirm_seen = (0, 0)
 
     def observe_request(self, route: str, status: int, seconds: float) -> None:
         self.requests.labels(route, str(status)).inc()
@@ -155,6 +184,29 @@ class Metrics:
     def observe_pool(self, size: int, idle: int) -> None:
         self.pool_size.set(size)
         self.pool_idle.set(idle)
+
+    def observe_topology(self, t: dict[str, object] | None) -> None:
+        self.db_standby_lag.clear()
+        if t is None:
+            self.db_primary.set(0)
+            return
+        self.db_primary.set(1 if t["role"] == "primary" else 0)
+        self.db_sync_required.set(1 if t["sync_required"] else 0)
+        self.db_sync_standbys.set(int(t["sync_standbys"]))  # type: ignore[call-overload]
+        for s in t["standbys"]:  # type: ignore[attr-defined]
+            for kind in ("flush", "replay"):
+                lag = s.get(f"{kind}_lag_bytes")
+                if lag is not None:
+                    self.db_standby_lag.labels(str(s.get("name")), kind).set(lag)
+
+    def observe_confirmations(self, barriers: int, refused: int) -> None:
+        """The confirmer's running totals, turned into counter increments."""
+        seen_b, seen_r = self._confirm_seen
+        if barriers > seen_b:
+            self.confirm_barriers.inc(barriers - seen_b)
+        if refused > seen_r:
+            self.confirm_refused.inc(refused - seen_r)
+        self._confirm_seen = (max(barriers, seen_b), max(refused, seen_r))
 
     def render(self) -> bytes:
         if MULTIPROCESS:

@@ -4,16 +4,23 @@ They run on the runtime's read pool, whose sessions are ``default_transaction_re
 ``statement_timeout`` (``RECEIVER_READ_TIMEOUT_MS``), so none can write and none runs long; each
 also caps the rows it reads. Internal events (``$identify``, …) are never read here: the stream
 does not send them either.
+
+Each read also returns where it was made (:class:`~receiver.storage.replication.Seen`: server,
+WAL position, whether a synchronous standby is configured), so the caller can have the standby
+confirm it before serving the rows: an agent must not be told about an event a failover could
+take back, any more than a stream subscriber.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from receiver.delivery.wire import StreamRow
+from receiver.storage.replication import SEEN_COLUMNS, Seen
 from receiver.storage.store import STREAM_SELECT
 
 # The most rows one sessions / users query reads before grouping (newest first).
@@ -36,20 +43,39 @@ LIVE_ACTIVITY_ANY_SQL = (
 )
 
 
+def _with_seen(sql: str) -> str:
+    # The MATERIALIZED CTE evaluates the WAL position once, after the statement's snapshot was
+    # taken: it is at or past the commit of every row the statement returns.
+    return f"""
+WITH seen AS MATERIALIZED (SELECT {SEEN_COLUMNS})
+SELECT e.*, seen.unsynced, seen.lsn, seen.server FROM ({sql}) e, seen
+ORDER BY e.position DESC
+"""  # noqa: S608 - constant text
+
+
+# What a one-id read runs (and what the bench EXPLAINs).
+LIVE_ACTIVITY_SEEN_SQL = _with_seen(LIVE_ACTIVITY_SQL)
+_LIVE_ANY_SEEN = _with_seen(LIVE_ACTIVITY_ANY_SQL)
+_STREAM_FIELDS = len(dataclasses.fields(StreamRow))
+
+
 async def live_activity(
     conn: asyncpg.Connection, product_id: str, user_ids: list[str], since: datetime, limit: int
-) -> list[StreamRow]:
-    """A user's newest ``limit`` actions received since ``since``, oldest first."""
+) -> tuple[list[StreamRow], Seen | None]:
+    """A user's newest ``limit`` actions received since ``since``, oldest first, and where they
+    were read (None when there were none)."""
     if len(user_ids) == 1:
-        rows = await conn.fetch(LIVE_ACTIVITY_SQL, product_id, user_ids[0], since, limit)
+        rows = await conn.fetch(LIVE_ACTIVITY_SEEN_SQL, product_id, user_ids[0], since, limit)
     else:
-        rows = await conn.fetch(LIVE_ACTIVITY_ANY_SQL, product_id, user_ids, since, limit)
-    return [StreamRow(*r) for r in reversed(rows)]
+        rows = await conn.fetch(_LIVE_ANY_SEEN, product_id, user_ids, since, limit)
+    if not rows:
+        return [], None
+    return [StreamRow(*tuple(r)[:_STREAM_FIELDS]) for r in reversed(rows)], Seen.of(rows[0])
 
 
 async def recent_rows(
     conn: asyncpg.Connection, product_id: str, user_ids: list[str], since: datetime
-) -> list[StreamRow]:
+) -> tuple[list[StreamRow], Seen | None]:
     """Up to :data:`SCAN_CAP` of a user's newest actions since ``since``, oldest first."""
     return await live_activity(conn, product_id, user_ids, since, SCAN_CAP)
 
@@ -72,8 +98,9 @@ async def find_users(
     text_like: str | None,
     page_like: str | None,
     limit: int,
-) -> list[UserMatch]:
-    """Users with actions matching every given filter since ``since``, most recent first.
+) -> tuple[list[UserMatch], Seen | None]:
+    """Users with actions matching every given filter since ``since``, most recent first, and
+    where they were read.
 
     ``text_like`` / ``page_like`` are ILIKE patterns the caller escaped (see :func:`like`).
     """
@@ -98,7 +125,11 @@ async def find_users(
         """,
         product_id, since, action, text_like, page_like, limit, SEARCH_CAP,
     )
-    return [UserMatch(*r) for r in rows]
+    if not rows:
+        return [], None
+    # A later statement of the same session: its WAL position is past what the search saw.
+    seen = Seen.of(await conn.fetchrow(f"SELECT {SEEN_COLUMNS}"))
+    return [UserMatch(*r) for r in rows], seen
 
 
 def like(text: str) -> str:

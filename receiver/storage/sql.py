@@ -11,9 +11,8 @@ import os
 import shutil
 
 import asyncpg
-from sqlalchemy.engine import make_url
 
-from receiver.storage import devdb, retention
+from receiver.storage import devdb, dsn, retention
 
 VIEWS: tuple[str, ...] = ("sessions", "pageviews", "clicks", "daily_activity")
 READABLE: tuple[str, ...] = ("events", *VIEWS)
@@ -46,17 +45,12 @@ def psql_invocation(database_url: str, extra: list[str] | None = None) -> tuple[
     The password travels in ``PGPASSWORD`` rather than on the command line (where ``ps``
     would show it); asyncpg's ``ssl=`` query parameter becomes libpq's ``sslmode=``.
     """
-    url = make_url(database_url)
+    uri, password = dsn.for_libpq(database_url)  # host lists (pg_auto_failover) included
     env = dict(os.environ)
     env.setdefault("PGAPPNAME", "receiver-sql")
-    if url.password is not None:
-        env["PGPASSWORD"] = str(url.password)
-    query = dict(url.query)
-    if "ssl" in query and "sslmode" not in query:
-        query["sslmode"] = query.pop("ssl")
-    plain = url.set(drivername="postgresql", password=None, query=query)
-    dsn = plain.render_as_string(hide_password=False)
-    return [find_psql(), "--dbname", dsn, *(extra or [])], env
+    if password is not None:
+        env["PGPASSWORD"] = password
+    return [find_psql(), "--dbname", uri, *(extra or [])], env
 
 
 # --------------------------------------------------------------------------- read-only role

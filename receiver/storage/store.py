@@ -9,6 +9,7 @@ can answer 503 without knowing about asyncpg.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import secrets
 from collections.abc import Iterator, Sequence
@@ -25,6 +26,8 @@ from sqlalchemy.dialects import postgresql as pg
 from receiver.delivery.wire import StreamRow
 from receiver.errors import NotFoundError, UnavailableError
 from receiver.ingest.normalize import NormalizedEvent
+from receiver.storage import dsn
+from receiver.storage.replication import SEEN_COLUMNS, Seen
 
 NOTIFY_EVENTS = "receiver_events"
 NOTIFY_PRODUCTS = "receiver_products"
@@ -370,6 +373,23 @@ push_attempts = sa.Table(
     comment="The last attempts of each push endpoint (a ring of RECEIVER_PUSH_ATTEMPTS_KEPT rows).",
 )
 
+replication_barrier = sa.Table(
+    "replication_barrier",
+    metadata,
+    sa.Column(
+        "slot", sa.SmallInteger, primary_key=True, autoincrement=False,
+        comment="pg_backend_pid() % 64 of the session that wrote the barrier.",
+    ),
+    sa.Column(
+        "confirmed_at", sa.DateTime(timezone=True), nullable=False,
+        comment="When a barrier was last committed in this slot.",
+    ),
+    sa.CheckConstraint("slot >= 0 AND slot < 64", name="slot"),
+    comment="Barriers, no data: a receiver rewrites one of these 64 rows and waits for the "
+    "synchronous standby to confirm it before it streams what it read "
+    "(receiver.storage.replication).",
+)
+
 # Partitioned by day on received_at (receiver.storage.retention creates and drops the partitions
 # events_pYYYYMMDD; events_default catches anything outside them). A primary key on a
 # partitioned table must contain the partition column, hence (product_id, position,
@@ -443,7 +463,11 @@ def unavailable(what: str) -> Iterator[None]:
     """Map driver and network failures to a retryable 503; let everything else through."""
     try:
         yield
-    except (TimeoutError, OSError, asyncpg.InterfaceError) as exc:
+    except (
+        TimeoutError, OSError, asyncpg.InterfaceError,
+        # Every host of a multi-host URI refused or is a standby (a failover in progress).
+        asyncpg.exceptions.TargetServerAttributeNotMatched,
+    ) as exc:
         raise UnavailableError(f"database unavailable while {what}", retry_after=1) from exc
     except asyncpg.PostgresError as exc:
         if str(getattr(exc, "sqlstate", "") or "").startswith(_UNAVAILABLE_SQLSTATES):
@@ -452,7 +476,7 @@ def unavailable(what: str) -> Iterator[None]:
 
 
 def asyncpg_dsn(sqlalchemy_url: str) -> str:
-    return sqlalchemy_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+    return dsn.for_asyncpg(sqlalchemy_url)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -848,14 +872,21 @@ def _row(r: asyncpg.Record) -> StreamRow:
 
 
 async def read_after(
-    conn: asyncpg.Connection, product_id: str, after: int, limit: int
+    conn: asyncpg.Connection, product_id: str, after: int, limit: int, upto: int | None = None
 ) -> list[StreamRow]:
-    rows = await conn.fetch(
-        STREAM_SELECT + " WHERE product_id = $1 AND position > $2 ORDER BY position LIMIT $3",
-        product_id,
-        after,
-        limit,
-    )
+    """A page after ``after``; never past ``upto`` (a confirmed head, see
+    receiver.storage.replication) when given."""
+    if upto is not None:
+        rows = await conn.fetch(
+            STREAM_SELECT + " WHERE product_id = $1 AND position > $2 AND position <= $4"
+            " ORDER BY position LIMIT $3",
+            product_id, after, limit, upto,
+        )
+    else:
+        rows = await conn.fetch(
+            STREAM_SELECT + " WHERE product_id = $1 AND position > $2 ORDER BY position LIMIT $3",
+            product_id, after, limit,
+        )
     return [_row(r) for r in rows]
 
 
@@ -892,11 +923,44 @@ async def link_session(
     )
 
 
+# The same reads, with where they were made (server, WAL position), so the caller can have the
+# synchronous standby confirm them before it serves them. The MATERIALIZED CTE evaluates the
+# position once, after the statement's snapshot was taken.
+_READ_RANGE_SEEN = f"""
+WITH seen AS MATERIALIZED (SELECT {SEEN_COLUMNS})
+SELECT e.*, seen.unsynced, seen.lsn, seen.server
+FROM ({STREAM_SELECT} WHERE product_id = $1 AND position > $2 AND position <= $3) e, seen
+ORDER BY e.position
+"""  # noqa: S608 - constant text
+_HEAD_SEEN = f"""
+WITH seen AS MATERIALIZED (SELECT {SEEN_COLUMNS})
+SELECT p.last_position, seen.unsynced, seen.lsn, seen.server
+FROM products p, seen WHERE p.product_id = $1
+"""  # noqa: S608 - constant text
+_STREAM_FIELDS = len(dataclasses.fields(StreamRow))
+
+
+async def read_range_seen(
+    conn: asyncpg.Connection, product_id: str, after: int, upto: int
+) -> tuple[list[StreamRow], Seen | None]:
+    rows = await conn.fetch(_READ_RANGE_SEEN, product_id, after, upto)
+    if not rows:
+        return [], None
+    return [StreamRow(*tuple(r)[:_STREAM_FIELDS]) for r in rows], Seen.of(rows[-1])
+
+
 async def head(conn: asyncpg.Connection, product_id: str) -> int | None:
     value = await conn.fetchval(
         "SELECT last_position FROM products WHERE product_id = $1", product_id
     )
     return int(value) if value is not None else None
+
+
+async def head_seen(conn: asyncpg.Connection, product_id: str) -> tuple[int | None, Seen | None]:
+    row = await conn.fetchrow(_HEAD_SEEN, product_id)
+    if row is None:
+        return None, None
+    return int(row["last_position"]), Seen.of(row)
 
 
 async def position_before(conn: asyncpg.Connection, product_id: str, since: datetime) -> int:

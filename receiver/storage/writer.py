@@ -9,6 +9,14 @@ a single request and nothing waits for a timer.
 A group is never split across transactions, so a request is either wholly committed or
 wholly failed. If a batch fails for a reason other than the database being unreachable, its
 groups are retried one by one, so a single poisonous event fails only its own request.
+
+With a synchronous standby, "committed" means the standby has it too: a commit whose wait for
+the standby was cancelled is answered 503, not 200 (receiver.storage.replication), and a batch
+of nothing but duplicates commits a barrier first, since the original commit of those events
+may be one whose wait was cancelled. A request waits at most ``timeout`` seconds for its
+commit (a failover, a lost standby): then it gets a 503 and the writer skips its group if it
+has not started it yet; if it has, the events may be stored, and PostHog's retry is then
+answered as a duplicate.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import asyncpg
 
 from receiver.delivery.wire import StreamRow
 from receiver.errors import ReceiverError, UnavailableError
-from receiver.storage import store
+from receiver.storage import replication, store
 from receiver.storage.store import Appended, Pending
 
 log = logging.getLogger("receiver.writer")
@@ -71,9 +79,11 @@ class Writer:
         max_batch: int,
         on_commit: Callable[[dict[str, list[StreamRow]]], None],
         observe: Callable[[int, float], None] = lambda _n, _s: None,
+        timeout: float = 5.0,  # seconds a request waits for its commit
     ) -> None:
         self.pool = pool
         self.max_batch = max_batch
+        self.timeout = timeout
         self.on_commit = on_commit
         self.observe = observe
         # Runs on every group before it is queued (the runtime installs the privacy policy
@@ -99,11 +109,17 @@ class Writer:
             return []
         if self.prepare is not None:
             items = await self.prepare(items)
-        fut: asyncio.Future[list[Appended]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Appended]] = loop.create_future()
         self._queue.append(_Group(items, fut))
         self._idle.clear()
         self._wakeup.set()
-        results = await fut
+        # A timer rather than wait_for(shield(...)): one handle per request on the hot path.
+        expiry = loop.call_later(self.timeout, _expire, fut)
+        try:
+            results = await fut
+        finally:
+            expiry.cancel()
         stored = sum(1 for r in results if r.position is not None)
         self.counted(stored, len(results) - stored)
         return results
@@ -128,10 +144,15 @@ class Writer:
             await self._wakeup.wait()
             self._wakeup.clear()
             while self._queue:
-                groups = [self._queue.popleft()]
-                size = len(groups[0].items)
+                group = self._queue.popleft()
+                if group.future.done():  # its request gave up (503) before we started it
+                    continue
+                groups = [group]
+                size = len(group.items)
                 while self._queue and size + len(self._queue[0].items) <= self.max_batch:
                     group = self._queue.popleft()
+                    if group.future.done():
+                        continue
                     groups.append(group)
                     size += len(group.items)
                 await self._commit(groups)
@@ -176,9 +197,20 @@ class Writer:
             try:
                 with store.unavailable("committing events"):
                     async with self.pool.acquire() as conn:
-                        return await store.append(
-                            conn, batch, origin=store.origin_of(self.pool)
-                        )
+                        with replication.watch(conn) as commit:
+                            results = await store.append(
+                                conn, batch, origin=store.origin_of(self.pool)
+                            )
+                        if commit.cancelled:
+                            raise UnavailableError(
+                                "the synchronous standby did not confirm the commit",
+                                retry_after=1,
+                            )
+                        if results and all(r.position is None for r in results):
+                            # Nothing written, so nothing waited for the standby: make sure
+                            # the first commit of these events is on it before a 200.
+                            await replication.barrier(conn, self.timeout)
+                        return results
             except asyncpg.PostgresError as exc:
                 if getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES and attempt < 2:
                     continue
@@ -191,6 +223,13 @@ def _as_unavailable(exc: Exception) -> ReceiverError:
         return exc
     # A failure we did not anticipate is still our fault: PostHog must retry, not drop.
     return UnavailableError("could not store the event", retry_after=1)
+
+
+def _expire(fut: asyncio.Future[list[Appended]]) -> None:
+    if not fut.done():
+        fut.set_exception(
+            UnavailableError("the database did not commit the events in time", retry_after=1)
+        )
 
 
 def _fail(group: _Group, exc: Exception) -> None:

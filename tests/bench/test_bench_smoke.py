@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.timeout(600)
 def test_bench_smoke(tmp_path: Path) -> None:
     scenarios = ["ack_latency", "e2e_1", "fanout_1000", "replay", "db", "adversarial", "live_activity",
-                 "push_throughput", "push_latency"]
+                 "push_throughput", "push_latency", "e2e_2r_sync"]
     if shutil.which("wrk"):
         scenarios[:0] = ["ingest_w1", "ingest_push"]
         scenarios.append("ingest_index_ab")
@@ -71,6 +71,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
         assert ip["push_on"]["bad"] == ip["push_off"]["bad"] == 0 and ip["ratio"] > 0
         # Everything stored for the pushed product was pushed by the end of the scenario.
         assert ip["pushed"]["delivered"] == ip["pushed"]["stored"] > 0
+    sync = results["e2e_2r_sync"]  # two receivers, a synchronous standby: confirmed by barriers
+    assert sync["delivered"] == sync["expected"] > 0 and sync["confirm_barriers"] > 0
     if "ingest_w1" in scenarios:
         ing = results["ingest_w1"]
         # Every 200 is a stored row; requests in flight when wrk stops commit unacknowledged.

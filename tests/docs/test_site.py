@@ -17,7 +17,6 @@ from receiver.cli import build_parser
 from receiver.settings import Settings
 from receiver.storage import store
 from scripts import docs_reference
-from scripts.mkdocs_hooks import UPCOMING
 from tests.docs.site import ROOT, build, config_with_docs, nav_pages
 
 # The smallest valid PNG (1x1): the build copies screenshots, it does not read them.
@@ -114,20 +113,6 @@ def test_a_screenshot_shows_when_taken_and_a_note_says_how_to_take_it_otherwise(
     loop = (site / "rasa-loop" / "index.html").read_text()
     assert 'src="../screenshots/chat.png"' not in loop  # no broken image...
     assert "Not taken in this build" in html.unescape(loop)  # ...but a note that says why
-
-
-def test_links_to_pages_still_being_written_are_text_until_the_page_exists(site: Path) -> None:
-    assert UPCOMING == {  # the pages the brief assigns to work in progress, and no other
-        "connect-amplitude.md", "connect-agent.md", "push.md", "high-availability.md", "security.md",
-    }
-    index = (site / "index.html").read_text()
-    for page in UPCOMING:
-        if not (ROOT / "docs" / page).exists():
-            assert f'href="{page.removesuffix(".md")}/"' not in index, page
-    if not (ROOT / "docs" / "connect-agent.md").exists():
-        assert squeeze("Connect an AI agent (page coming soon)") in text(site, "index.md")
-    else:  # once the page exists, the same link is live
-        assert 'href="connect-agent/"' in index
 
 
 def test_a_broken_link_or_anchor_fails_the_build(tmp_path: Path) -> None:

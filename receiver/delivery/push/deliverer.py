@@ -49,8 +49,10 @@ from receiver.delivery.push.outbox import AttemptRecord, DeadLetter, Endpoint, E
 from receiver.delivery.push.policy import Verdict
 from receiver.delivery.push.sender import Answer, Sender
 from receiver.delivery.wire import StreamRow, actions_payload
+from receiver.errors import UnavailableError
 from receiver.ingest.normalize import is_streamed
 from receiver.ops.metrics import Metrics
+from receiver.storage.replication import Confirmer
 
 log = logging.getLogger("receiver.push")
 
@@ -103,8 +105,10 @@ class Deliverer:
         metrics: Metrics,
         on_dirty: Callable[[], None],
         on_gone: Callable[[int], None],
+        confirmer: Confirmer | None = None,
     ) -> None:
         self.ep = endpoint
+        self.confirmer = confirmer
         self.pool = pool
         self.sender = sender
         self.options = options
@@ -323,7 +327,15 @@ class Deliverer:
             return
         self._read_due = False
         async with self.pool.acquire() as conn:
-            rows = await outbox.read_events(conn, self.product_id, self._read_to, room)
+            rows, seen = await outbox.read_events(conn, self.product_id, self._read_to, room)
+        if seen is not None and self.confirmer is not None:
+            try:
+                await self.confirmer.confirm(seen)
+            except UnavailableError:
+                # Not confirmed by the synchronous standby (yet): send none of it, read again
+                # shortly. After a failover the new primary's pool answers the next read.
+                self._soon = True
+                return
         if rows:
             for row in rows:
                 if is_streamed(row.action_type):

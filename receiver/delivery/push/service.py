@@ -43,6 +43,7 @@ from receiver.delivery.push.sender import Sender
 from receiver.ops.metrics import Metrics
 from receiver.settings import Settings
 from receiver.storage import store
+from receiver.storage.replication import Confirmer
 
 log = logging.getLogger("receiver.push")
 
@@ -83,6 +84,7 @@ class PushService:
         self._tasks: list[asyncio.Task[None]] = []
         self.pool: Any = None
         self.sender: Sender | None = None
+        self.confirmer: Confirmer | None = None
         self.claimed = asyncio.Event()  # set after every claim pass (tests wait on it)
 
     # ------------------------------------------------------------------ lifecycle
@@ -93,6 +95,8 @@ class PushService:
             self.database_url, max_size=self.settings.push_db_connections,
             timeout=self.settings.db_timeout_seconds,
         )
+        # Its own confirmations, on its own pool (a barrier is a write: see storage.replication).
+        self.confirmer = Confirmer(self.pool, self.settings.db_timeout_seconds)
         self.sender = Sender(
             timeout=self.settings.push_timeout_seconds,
             max_connections=self.settings.push_max_connections,
@@ -240,6 +244,7 @@ class PushService:
         d = Deliverer(
             endpoint, pool=self.pool, sender=self.sender, options=self.options,
             metrics=self.metrics, on_dirty=self._mark_dirty, on_gone=self._gone,
+            confirmer=self.confirmer,
         )
         self.deliverers[endpoint_id] = d
         self._by_product[endpoint.product_id] = d
