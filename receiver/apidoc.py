@@ -175,6 +175,27 @@ def error(description: str) -> dict[str, Any]:
     return {"model": ErrorBody, "description": description}
 
 
+def ingest_responses(*, bad_body: str, unauthorized: str) -> dict[int | str, dict[str, Any]]:
+    """The answers of the routes that store events (webhook, ingest): they share one pipeline."""
+    return {
+        200: {
+            "model": WebhookAck,
+            "description": "Committed (or duplicates of events already committed).",
+        },
+        400: error(bad_body),
+        401: error(unauthorized),
+        404: error("Unknown product."),
+        408: error("Body not received within RECEIVER_BODY_TIMEOUT_SECONDS."),
+        413: error(
+            "Body over RECEIVER_MAX_BODY_BYTES, over RECEIVER_MAX_EVENTS_PER_REQUEST events, or "
+            "over a JSON budget."
+        ),
+        415: error("Content type is not JSON."),
+        429: error("Rate limited; retry after Retry-After seconds."),
+        503: error("Database unavailable or shutting down; retry."),
+    }
+
+
 # The body a Hog destination posts (the tutorial's flat payload). Documentation for clients and
 # for generated tests; the handler reads the raw bytes itself (size cap first, then JSON).
 _ID = {"type": ["string", "null"], "maxLength": 200, "pattern": "^[^\\x00-\\x1f\\x7f]*$"}

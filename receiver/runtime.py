@@ -144,13 +144,10 @@ async def start(settings: Settings, migration_head: str | None) -> Runtime:
     # min_size=0: no connection is opened until an agent reads.
     read_pool = await store.create_pool(
         url, max_size=settings.read_pool_size, timeout=settings.db_timeout_seconds,
-        server_settings={
-            "default_transaction_read_only": "on",
-            "statement_timeout": str(settings.read_timeout_ms),
-        },
+        server_settings={"statement_timeout": str(settings.read_timeout_ms)},
         # Read-only one-statement sessions leave nothing to reset: skip asyncpg's reset query,
         # a round trip per read.
-        reset_on_release=False,
+        reset_on_release=False, read_only=True,
     )
     rt = Runtime(
         settings=settings, pool=pool, hub=hub, writer=writer, directory=directory,

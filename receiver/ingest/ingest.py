@@ -30,25 +30,11 @@ router = APIRouter(tags=["ingest"])
 
 @router.post(
     "/ingest/{product_id}",
-    responses={
-        200: {
-            "model": apidoc.WebhookAck,
-            "description": "Committed (or duplicates of events already committed).",
-        },
-        400: apidoc.error(
-            "Body is not a JSON object, a field is invalid, or an element of a batch is (the "
-            "detail names it: events[3]: ...; nothing of the request is stored)."
-        ),
-        401: apidoc.error("Missing or wrong x-posthog-secret / Authorization: Bearer secret."),
-        404: apidoc.error("Unknown product."),
-        413: apidoc.error(
-            "Body over RECEIVER_MAX_BODY_BYTES, over RECEIVER_MAX_EVENTS_PER_REQUEST events, or "
-            "over a JSON budget."
-        ),
-        415: apidoc.error("Content type is not JSON."),
-        429: apidoc.error("Rate limited; retry after Retry-After seconds."),
-        503: apidoc.error("Database unavailable or shutting down; retry."),
-    },
+    responses=apidoc.ingest_responses(
+        bad_body="Body is not a JSON object, a field is invalid, or an element of a batch is (the "
+        "detail names it: events[3]: ...; nothing of the request is stored).",
+        unauthorized="Missing or wrong x-posthog-secret / Authorization: Bearer secret.",
+    ),
     # As for the webhook, parameters are documented rather than declared (hot path).
     openapi_extra={**apidoc.INGEST_BODY, **apidoc.INGEST_PARAMETERS},
 )
@@ -66,25 +52,11 @@ async def ingest(request: Request) -> Response:
 
 @router.post(
     "/ingest/amplitude/{product_id}",
-    responses={
-        200: {
-            "model": apidoc.WebhookAck,
-            "description": "Committed (or duplicates of events already committed).",
-        },
-        400: apidoc.error(
-            "Body is not a JSON object, or an element of events is invalid (the detail names it: "
-            "events[3]: ...; nothing of the request is stored)."
-        ),
-        401: apidoc.error("Missing or wrong Authorization: Bearer secret."),
-        404: apidoc.error("Unknown product."),
-        413: apidoc.error(
-            "Body over RECEIVER_MAX_BODY_BYTES, over RECEIVER_MAX_EVENTS_PER_REQUEST events, or "
-            "over a JSON budget."
-        ),
-        415: apidoc.error("Content type is not JSON."),
-        429: apidoc.error("Rate limited; retry after Retry-After seconds."),
-        503: apidoc.error("Database unavailable or shutting down; retry."),
-    },
+    responses=apidoc.ingest_responses(
+        bad_body="Body is not a JSON object, or an element of events is invalid (the detail names "
+        "it: events[3]: ...; nothing of the request is stored).",
+        unauthorized="Missing or wrong Authorization: Bearer secret.",
+    ),
     openapi_extra={**apidoc.INGEST_BODY, **apidoc.AMPLITUDE_PARAMETERS},
 )
 async def ingest_amplitude(request: Request) -> Response:

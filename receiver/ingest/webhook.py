@@ -40,26 +40,11 @@ router = APIRouter(tags=["ingest"])
 
 @router.post(
     "/webhook/{product_id}",
-    responses={
-        200: {
-            "model": apidoc.WebhookAck,
-            "description": "Committed (or a duplicate of an event already committed).",
-        },
-        400: apidoc.error(
-            "Body is not a JSON object, a field is invalid, or an element of a batch is "
-            "(the detail names it: batch[3]: ...; nothing of the request is stored)."
-        ),
-        401: apidoc.error("Missing or wrong x-posthog-secret."),
-        404: apidoc.error("Unknown product."),
-        408: apidoc.error("Body not received within RECEIVER_BODY_TIMEOUT_SECONDS."),
-        413: apidoc.error(
-            "Body over RECEIVER_MAX_BODY_BYTES, over RECEIVER_MAX_EVENTS_PER_REQUEST events, or "
-            "over a JSON budget."
-        ),
-        415: apidoc.error("Content type is not JSON."),
-        429: apidoc.error("Rate limited; retry after Retry-After seconds."),
-        503: apidoc.error("Database unavailable or shutting down; retry."),
-    },
+    responses=apidoc.ingest_responses(
+        bad_body="Body is not a JSON object, a field is invalid, or an element of a batch is "
+        "(the detail names it: batch[3]: ...; nothing of the request is stored).",
+        unauthorized="Missing or wrong x-posthog-secret.",
+    ),
     # The path and header parameters are documented here rather than declared in the
     # signature: FastAPI's per-request parameter solving (dependency models, validation of
     # two plain strings) was a measurable share of the hot path's CPU. Same document.

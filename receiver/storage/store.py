@@ -520,13 +520,27 @@ async def create_pool(
     timeout: float,  # noqa: ASYNC109 - asyncpg's connect timeout
     server_settings: dict[str, str] | None = None,
     reset_on_release: bool = True,
+    read_only: bool = False,
 ) -> Any:
     """``reset_on_release=False`` skips asyncpg's reset query (advisory unlocks, ``CLOSE ALL``,
     ``UNLISTEN *``, ``RESET ALL``: one more round trip on every release) for a pool whose sessions
-    never take locks, listen, open cursors or change settings (the read-only read pool)."""
+    never take locks, listen, open cursors or change settings (the read-only read pool).
+
+    ``read_only``: every transaction of its sessions is read-only. Set once connected, not as a
+    startup parameter: ``target_session_attrs=read-write`` (a multi-host URI) judges a session by
+    ``transaction_read_only`` and would pass over the primary itself, or settle on a standby."""
+    init = _init_connection
+    if read_only:
+        if reset_on_release:
+            raise ValueError("a read-only pool must not reset its sessions (RESET ALL undoes it)")
+
+        async def init(conn: asyncpg.Connection) -> None:
+            await _init_connection(conn)
+            await conn.execute("SET default_transaction_read_only = on")
+
     pool = await asyncpg.create_pool(
         asyncpg_dsn(url), min_size=0, max_size=max_size, timeout=timeout,
-        command_timeout=max(timeout * 6, 30), init=_init_connection,
+        command_timeout=max(timeout * 6, 30), init=init,
         max_inactive_connection_lifetime=60, server_settings=server_settings,
         reset=None if reset_on_release else _keep_session,
     )

@@ -23,13 +23,7 @@ from autoplay_sdk import ActionsPayload, AsyncConnectorClient
 from receiver.settings import Settings
 from tests.conftest import LiveReceiver, register_product, start_live_receiver
 from tests.faults.kit import ResumingSubscriber, await_for, cancel, hog_event, show
-from tests.ha.replicas import SyncPair, sync_pair
-
-
-@pytest.fixture
-def pair() -> Iterator[SyncPair]:
-    with sync_pair() as p:
-        yield p
+from tests.ha.replicas import SyncPair
 
 
 @pytest.fixture

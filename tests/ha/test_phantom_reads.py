@@ -22,18 +22,12 @@ import pytest
 from receiver.settings import Settings
 from tests.conftest import LiveReceiver, start_live_receiver
 from tests.faults.kit import await_for, hog_event, show
-from tests.ha.replicas import SyncPair, sync_pair
+from tests.ha.replicas import SyncPair
 from tests.pull.helpers import live_activity
 from tests.push.endpoint import Endpoint, serve_endpoint
 from tests.push.helpers import FAST, push_product
 
 USER = "phantom-reader"
-
-
-@pytest.fixture
-def pair() -> Iterator[SyncPair]:
-    with sync_pair() as p:
-        yield p
 
 
 @pytest.fixture

@@ -66,9 +66,10 @@ def test_settings_accept_the_uri() -> None:
     assert dsn.parse(s.database_url_str()).hosts == (("127.0.0.1", 5501), ("127.0.0.1", 5502))
 
 
-def _cli(*args: str, url: str) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, url: str, password: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RECEIVER_")}
-    env.update(RECEIVER_DATABASE_URL=url, PGUSER="postgres")
+    # pg_autoctl's URIs carry no credentials: libpq's environment (or ~/.pgpass) supplies them.
+    env.update(RECEIVER_DATABASE_URL=url, PGUSER="postgres", PGPASSWORD=password)
     return subprocess.run(
         [RECEIVER, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
     )
@@ -80,14 +81,14 @@ async def test_serve_migrate_and_sql_walk_the_host_list(
     database = empty_database_url.rsplit("/", 1)[1]
     uri = autoctl_style(pg, database)
 
-    migrated = _cli("migrate", url=uri)
+    migrated = _cli("migrate", url=uri, password=pg.password)
     assert migrated.returncode == 0, migrated.stderr
     assert "database at migration" in migrated.stdout
-    psql = _cli("sql", "-tA", "-c", "SELECT inet_server_port()", url=uri)
+    psql = _cli("sql", "-tA", "-c", "SELECT inet_server_port()", url=uri, password=pg.password)
     assert psql.returncode == 0, psql.stderr
     assert psql.stdout.strip() == str(pg.port)
 
-    rp = spawn_receiver(RECEIVER_DATABASE_URL=uri, PGUSER="postgres")
+    rp = spawn_receiver(RECEIVER_DATABASE_URL=uri, PGUSER="postgres", PGPASSWORD=pg.password)
     product = register_product(rp.base_url, new_product_id("uri"))
     async with httpx.AsyncClient() as client:
         r = await client.post(
