@@ -67,6 +67,13 @@ async def _true(value: object) -> bool:
     return bool(value)
 
 
+def _pushed(endpoint: Endpoint, position: int) -> Any:
+    async def probe() -> list[Any]:
+        return [r for r in endpoint.delivered() if r.position == position]
+
+    return probe
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 async def test_agents_and_push_never_see_a_commit_the_standby_lacks(
@@ -84,8 +91,7 @@ async def test_agents_and_push_never_see_a_commit_the_standby_lacks(
                                    headers=headers)
 
         assert (await post(0)).status_code == 200
-        await await_for(lambda: _true([r for r in endpoint.delivered() if r.position == 1]),
-                        timeout=20, what="position 1 pushed")
+        await await_for(_pushed(endpoint, 1), timeout=20, what="position 1 pushed")
         assert _pages(live_activity(b.base_url, run, USER, key)) == ["0"]
 
         # The standby goes away; the next commit waits for it, and the test cancels that wait.
@@ -119,8 +125,7 @@ async def test_agents_and_push_never_see_a_commit_the_standby_lacks(
             assert time.monotonic() - t_fail < 60, "no 200 from the promoted standby"
             after = await post(2)  # a new event: it takes position 2 now
         assert after.json()["position"] == 2
-        got = await await_for(lambda: _true([r for r in endpoint.delivered() if r.position == 2]),
-                              timeout=30, what="position 2 pushed after the failover")
+        got = await await_for(_pushed(endpoint, 2), timeout=30, what="position 2 pushed after the failover")
 
     answer = None
     deadline = time.monotonic() + 30
