@@ -25,7 +25,8 @@ NOT_RUNNABLE_HERE = {
     "runs for minutes": "`make bench` is measured on purpose outside `make test`",
     # Debt, not a reason: tests/rasa and tests/browser start the same services their own way,
     # but nothing runs these blocks as written yet. Shown to readers, so it cannot be forgotten.
-    "not run by a test yet": "the manual chat stack (make demo, service by service)",
+    "not run by a test yet": "make demo (tests/rasa and tests/browser start its services their own "
+    "way, and tests/rasa/test_docs_manual_stack.py runs the service-by-service steps)",
 }
 _TITLE = re.compile(r'title="([^"]*)"')
 
