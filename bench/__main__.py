@@ -5,7 +5,7 @@
     python -m bench --only ingest_w1,db
     python -m bench --profile       # also py-spy the receiver during the 1-worker ingest run
     python -m bench --only ingest_w1,ingest_sync,e2e_2r,e2e_2r_sync   # what HA costs
-    BENCH_LIVE_INDEX=user python -m bench --only live_activity,ingest_index_ab  # the candidate index
+    BENCH_LIVE_INDEX=event python -m bench --only live_activity,ingest_index_ab  # the other index
 """
 
 from __future__ import annotations

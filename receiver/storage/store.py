@@ -426,8 +426,9 @@ events = sa.Table(
     sa.Column("conversation_id", sa.Text, comment=EVENT_COLUMNS["conversation_id"]),
     sa.Index("ix_events_product_id_received_at", "product_id", "received_at"),
     # One user's recent activity (receiver.delivery.pull); internal events are never read there.
+    # One key per user, deduplicated by Postgres: see migration 0005.
     sa.Index(
-        "ix_events_live_activity", "product_id", "distinct_id", "position",
+        "ix_events_live_activity", "product_id", "distinct_id",
         postgresql_where=sa.text("action_type <> 'internal'"),
     ),
     comment="One row per accepted PostHog event, normalized for SQL. Append-only.",

@@ -51,8 +51,8 @@ def test_bench_smoke(tmp_path: Path) -> None:
     # Every answer holds all of the user's visible rows (all inside the window), internal ones never.
     assert set(live["actions_per_answer"]) == {str(live["expected_per_answer"])}
     # The partitions' copies of ix_events_live_activity: named by migration 0005 for partitions that
-    # existed then (…_live_activity), by Postgres for later ones (…_distinct_id_position_idx).
-    assert any("Index Scan" in line and ("_live_activity" in line or "distinct_id_position" in line)
+    # existed then (…_live_activity), by Postgres for later ones (…_product_id_distinct_id_idx).
+    assert any("Index Scan" in line and ("_live_activity" in line or "product_id_distinct_id" in line)
                for line in live["plan"]), live["plan"]
     if "ingest_index_ab" in scenarios:
         ab = results["ingest_index_ab"]
