@@ -257,7 +257,7 @@ def product_command(args: argparse.Namespace, settings: Settings) -> int:
             )
             out = issued.as_dict(base)
             if not args.json:
-                print("Save these now: the secret and the stream key are shown only once.\n")
+                print("Save these now: the secret and the keys are shown only once.\n")
             _print(out, args.json)
             if not args.json:
                 print(next_steps(out))

@@ -13,7 +13,6 @@ take back, any more than a stream subscriber.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,7 +20,7 @@ import asyncpg
 
 from receiver.delivery.wire import StreamRow
 from receiver.storage.replication import SEEN_COLUMNS, Seen
-from receiver.storage.store import STREAM_SELECT
+from receiver.storage.store import STREAM_SELECT, rows_seen, with_seen
 
 # The most rows one sessions / users query reads before grouping (newest first).
 SCAN_CAP = 5000
@@ -44,20 +43,9 @@ LIVE_ACTIVITY_ANY_SQL = (
 )
 
 
-def _with_seen(sql: str) -> str:
-    # The MATERIALIZED CTE evaluates the WAL position once, after the statement's snapshot was
-    # taken: it is at or past the commit of every row the statement returns.
-    return f"""
-WITH seen AS MATERIALIZED (SELECT {SEEN_COLUMNS})
-SELECT e.*, seen.unsynced, seen.lsn, seen.server FROM ({sql}) e, seen
-ORDER BY e.position DESC
-"""  # noqa: S608 - constant text
-
-
-# What a one-id read runs (and what the bench EXPLAINs).
-LIVE_ACTIVITY_SEEN_SQL = _with_seen(LIVE_ACTIVITY_SQL)
-_LIVE_ANY_SEEN = _with_seen(LIVE_ACTIVITY_ANY_SQL)
-_STREAM_FIELDS = len(dataclasses.fields(StreamRow))
+# What a one-id read runs (and what the bench EXPLAINs), with where it was read.
+LIVE_ACTIVITY_SEEN_SQL = with_seen(LIVE_ACTIVITY_SQL, "DESC")
+_LIVE_ANY_SEEN = with_seen(LIVE_ACTIVITY_ANY_SQL, "DESC")
 
 
 async def live_activity(
@@ -69,9 +57,8 @@ async def live_activity(
         rows = await conn.fetch(LIVE_ACTIVITY_SEEN_SQL, product_id, user_ids[0], since, limit)
     else:
         rows = await conn.fetch(_LIVE_ANY_SEEN, product_id, user_ids, since, limit)
-    if not rows:
-        return [], None
-    return [StreamRow(*tuple(r)[:_STREAM_FIELDS]) for r in reversed(rows)], Seen.of(rows[0])
+    newest_first, seen = rows_seen(rows)
+    return newest_first[::-1], seen
 
 
 async def recent_rows(

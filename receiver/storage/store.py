@@ -938,15 +938,30 @@ async def link_session(
     )
 
 
-# The same reads, with where they were made (server, WAL position), so the caller can have the
-# synchronous standby confirm them before it serves them. The MATERIALIZED CTE evaluates the
-# position once, after the statement's snapshot was taken.
-_READ_RANGE_SEEN = f"""
+def with_seen(select: str, order: str = "ASC") -> str:
+    """A query of stream rows (:data:`STREAM_SELECT` ...) that also returns where it was made
+    (server, WAL position: receiver.storage.replication), ordered by position, so the caller can
+    have the synchronous standby confirm it before anything is served. The MATERIALIZED CTE
+    evaluates the position once, after the statement's snapshot was taken: it is at or past the
+    commit of every row the statement returns. Read the answer with :func:`rows_seen`."""
+    return f"""
 WITH seen AS MATERIALIZED (SELECT {SEEN_COLUMNS})
-SELECT e.*, seen.unsynced, seen.lsn, seen.server
-FROM ({STREAM_SELECT} WHERE product_id = $1 AND position > $2 AND position <= $3) e, seen
-ORDER BY e.position
+SELECT e.*, seen.unsynced, seen.lsn, seen.server FROM ({select}) e, seen
+ORDER BY e.position {order}
 """  # noqa: S608 - constant text
+
+
+def rows_seen(records: list[asyncpg.Record]) -> tuple[list[StreamRow], Seen | None]:
+    """The stream rows of a :func:`with_seen` query, and where they were read (the same on every
+    row; None when there were no rows)."""
+    if not records:
+        return [], None
+    return [StreamRow(*tuple(r)[:_STREAM_FIELDS]) for r in records], Seen.of(records[0])
+
+
+_READ_RANGE_SEEN = with_seen(
+    STREAM_SELECT + "WHERE product_id = $1 AND position > $2 AND position <= $3"
+)
 _HEAD_SEEN = f"""
 WITH seen AS MATERIALIZED (SELECT {SEEN_COLUMNS})
 SELECT p.last_position, seen.unsynced, seen.lsn, seen.server
@@ -958,10 +973,7 @@ _STREAM_FIELDS = len(dataclasses.fields(StreamRow))
 async def read_range_seen(
     conn: asyncpg.Connection, product_id: str, after: int, upto: int
 ) -> tuple[list[StreamRow], Seen | None]:
-    rows = await conn.fetch(_READ_RANGE_SEEN, product_id, after, upto)
-    if not rows:
-        return [], None
-    return [StreamRow(*tuple(r)[:_STREAM_FIELDS]) for r in rows], Seen.of(rows[-1])
+    return rows_seen(await conn.fetch(_READ_RANGE_SEEN, product_id, after, upto))
 
 
 async def head(conn: asyncpg.Connection, product_id: str) -> int | None:

@@ -9,7 +9,6 @@ Functions take the connection they run on; the caller owns the transaction.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import secrets
 import socket
 from collections.abc import Sequence
@@ -23,8 +22,14 @@ from receiver import security
 from receiver.delivery.push.destination import PushTarget, redact_url
 from receiver.delivery.wire import StreamRow
 from receiver.errors import BadRequestError, NotFoundError
-from receiver.storage.replication import SEEN_COLUMNS, Seen
-from receiver.storage.store import NOTIFY_PRODUCTS, PUSH_LOCK_CLASS, STREAM_SELECT
+from receiver.storage.replication import Seen
+from receiver.storage.store import (
+    NOTIFY_PRODUCTS,
+    PUSH_LOCK_CLASS,
+    STREAM_SELECT,
+    rows_seen,
+    with_seen,
+)
 
 APPLICATION_NAME = f"receiver-push {socket.gethostname()[:40]}"
 
@@ -188,23 +193,16 @@ async def endpoint_ids(conn: asyncpg.Connection) -> dict[int, str]:
 # With where the read was made, so a synchronous standby can confirm it before anything is sent
 # (receiver.storage.replication): a pushed event is out of our hands, and one a failover took
 # back would leave the endpoint holding a webhook-id that later names another event.
-_READ_EVENTS_SEEN = f"""
-WITH seen AS MATERIALIZED (SELECT {SEEN_COLUMNS})
-SELECT e.*, seen.unsynced, seen.lsn, seen.server
-FROM ({STREAM_SELECT} WHERE product_id = $1 AND position > $2 ORDER BY position LIMIT $3) e, seen
-ORDER BY e.position
-"""  # noqa: S608 - constant text
-_STREAM_FIELDS = len(dataclasses.fields(StreamRow))
+_READ_EVENTS_SEEN = with_seen(
+    STREAM_SELECT + " WHERE product_id = $1 AND position > $2 ORDER BY position LIMIT $3"
+)
 
 
 async def read_events(
     conn: asyncpg.Connection, product_id: str, after: int, limit: int
 ) -> tuple[list[StreamRow], Seen | None]:
     """Up to ``limit`` events after ``after``, in position order, and where they were read."""
-    rows = await conn.fetch(_READ_EVENTS_SEEN, product_id, after, limit)
-    if not rows:
-        return [], None
-    return [StreamRow(*tuple(r)[:_STREAM_FIELDS]) for r in rows], Seen.of(rows[-1])
+    return rows_seen(await conn.fetch(_READ_EVENTS_SEEN, product_id, after, limit))
 
 
 async def read_positions(
