@@ -45,16 +45,6 @@ def _list_of(body: dict[str, Any], key: str) -> list[Any] | None:
     return items
 
 
-def count(body: object, *, amplitude: bool) -> int:
-    """How many events ``body`` holds (1 for a single event), before normalizing any."""
-    if isinstance(body, dict):
-        for key in ("batch", "events") if amplitude else ("batch",):
-            items = _list_of(body, key)
-            if items is not None:
-                return len(items)
-    return 1
-
-
 def events_of(
     body: object,
     *,

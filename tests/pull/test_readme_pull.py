@@ -12,6 +12,8 @@ import subprocess
 import uuid
 from typing import Any
 
+import httpx
+
 from tests.conftest import register_product
 from tests.docblocks import one_block
 from tests.pull.helpers import hog
@@ -21,8 +23,6 @@ HERE = "http://127.0.0.1:8000"
 
 
 def _seed(receiver: Any) -> tuple[Any, str]:
-    import httpx
-
     product = register_product(receiver.base_url, "my-app-" + uuid.uuid4().hex[:6])
     session = str(uuid.uuid4())
     for event, text in (("$pageview", ""), ("$autocapture", "Invite member")):
